@@ -1,0 +1,99 @@
+// Python bindings of the model registry and the backbone contract (osteonet._core).
+#include <torch/extension.h>
+
+#include <osteonet/backbones/registry.hpp>
+
+#include "common.hpp"
+
+namespace py = pybind11;
+using osteonet::backbones::BackboneImpl;
+
+namespace osteonet::bindings {
+
+namespace {
+
+std::vector<std::pair<std::string, torch::Tensor>> to_pairs(const torch::OrderedDict<std::string, torch::Tensor>& d) {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  out.reserve(d.size());
+  for (const auto& kv : d) out.emplace_back(kv.key(), kv.value());
+  return out;
+}
+
+std::shared_ptr<torch::nn::Module> find_submodule(BackboneImpl& self, const std::string& qualname) {
+  for (const auto& kv : self.named_modules("", /*include_self=*/false))
+    if (kv.key() == qualname) return kv.value();
+  throw osteonet::ValueError("Backbone: no submodule named '" + qualname + "'");
+}
+
+}  // namespace
+
+void bind_models(py::module_& m) {
+  py::class_<BackboneImpl, std::shared_ptr<BackboneImpl>>(m, "Backbone",
+                                                          "A C++ osteonet backbone (wrap it with osteonet.models).")
+      .def("forward", [](BackboneImpl& self, const torch::Tensor& x) { return self.forward(x); },
+           py::call_guard<py::gil_scoped_release>())
+      .def("forward_heads", [](BackboneImpl& self, const torch::Tensor& x) { return self.forward_heads(x); },
+           py::call_guard<py::gil_scoped_release>())
+      .def("forward_features", [](BackboneImpl& self, const torch::Tensor& x) { return self.forward_features(x); },
+           py::call_guard<py::gil_scoped_release>())
+      .def("check_input", &BackboneImpl::check_input)
+      .def("train", [](BackboneImpl& self, bool mode) { self.train(mode); }, py::arg("mode") = true)
+      .def("train_submodule",
+           [](BackboneImpl& self, const std::string& qualname, bool mode) { find_submodule(self, qualname)->train(mode); })
+      .def_property_readonly("training", [](const BackboneImpl& self) { return self.is_training(); })
+      .def("named_parameters", [](const BackboneImpl& self) { return to_pairs(self.named_parameters(true)); })
+      .def("named_buffers", [](const BackboneImpl& self) { return to_pairs(self.named_buffers(true)); })
+      .def(
+          "module_tree",
+          [](BackboneImpl& self) {
+            // (qualified name, C++ type, local parameter names, local buffer names), parents first.
+            py::list out;
+            for (const auto& kv : self.named_modules("", /*include_self=*/false)) {
+              std::vector<std::string> params, buffers;
+              for (const auto& p : kv.value()->named_parameters(false)) params.push_back(p.key());
+              for (const auto& b : kv.value()->named_buffers(false)) buffers.push_back(b.key());
+              out.append(py::make_tuple(kv.key(), kv.value()->name(), params, buffers));
+            }
+            return out;
+          })
+      .def_property_readonly("feature_info",
+                             [](const BackboneImpl& self) {
+                               py::list out;
+                               for (const auto& f : self.feature_info())
+                                 out.append(py::dict(py::arg("name") = f.name, py::arg("channels") = f.channels,
+                                                     py::arg("stride") = f.stride));
+                               return out;
+                             })
+      .def_property_readonly("name", &BackboneImpl::model_name)
+      .def_property_readonly("in_chans", &BackboneImpl::in_chans)
+      .def_property_readonly("num_classes", &BackboneImpl::num_classes)
+      .def_property_readonly("min_input_size", &BackboneImpl::min_input_size);
+
+  m.def("list_models", &osteonet::models::list_models, "Names of every registered model.");
+  m.def(
+      "model_info",
+      [](const std::string& name) {
+        const auto& e = osteonet::models::model_entry(name);
+        return py::dict(py::arg("name") = e.name, py::arg("description") = e.description,
+                        py::arg("torchvision") = e.torchvision);
+      },
+      py::arg("name"));
+  m.def(
+      "create_model",
+      [](const std::string& name, int64_t num_classes, const std::string& attention, int64_t in_chans,
+         const py::dict& options) {
+        osteonet::models::ModelConfig cfg;
+        cfg.num_classes = num_classes;
+        cfg.in_chans = in_chans;
+        cfg.attention = attention;
+        cfg.options = to_option_map(options);
+        return osteonet::models::create_model(name, cfg);
+      },
+      py::arg("name"), py::arg("num_classes") = 1000, py::arg("attention") = "none", py::arg("in_chans") = 3,
+      py::arg("options") = py::dict());
+  m.def("attention_names", &osteonet::attention::attention_names);
+  m.def("eca_kernel_size", &osteonet::attention::eca_kernel_size, py::arg("channels"), py::arg("gamma") = 2.0,
+        py::arg("beta") = 1.0);
+}
+
+}  // namespace osteonet::bindings

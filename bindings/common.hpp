@@ -1,0 +1,64 @@
+// Shared pieces of the bindings: error translation and keyword-option conversion.
+#pragma once
+
+#include <torch/extension.h>
+
+#include <string>
+
+#include "osteonet/core/error.hpp"
+#include "osteonet/core/options.hpp"
+
+namespace osteonet::bindings {
+
+namespace py = pybind11;
+
+/// The first line of a message (LibTorch messages may carry context lines and backtraces).
+inline std::string first_line(const std::string& s) {
+  auto pos = s.find('\n');
+  return pos == std::string::npos ? s : s.substr(0, pos);
+}
+
+/// Maps osteonet's and LibTorch's C++ exceptions to Python exceptions with one-line messages.
+inline void register_error_translation() {
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const osteonet::TypeError& e) {
+      PyErr_SetString(PyExc_TypeError, e.what());
+    } catch (const osteonet::ValueError& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    } catch (const c10::TypeError& e) {
+      PyErr_SetString(PyExc_TypeError, first_line(e.what_without_backtrace()).c_str());
+    } catch (const c10::ValueError& e) {
+      PyErr_SetString(PyExc_ValueError, first_line(e.what_without_backtrace()).c_str());
+    } catch (const c10::IndexError& e) {
+      PyErr_SetString(PyExc_IndexError, first_line(e.what_without_backtrace()).c_str());
+    } catch (const c10::Error& e) {
+      PyErr_SetString(PyExc_RuntimeError, first_line(e.what_without_backtrace()).c_str());
+    }
+  });
+}
+
+/// Python keyword arguments -> OptionMap (bool, int, float, str values).
+inline OptionMap to_option_map(const py::dict& kwargs) {
+  OptionMap map;
+  for (const auto& kv : kwargs) {
+    const auto key = py::str(kv.first).cast<std::string>();
+    const py::handle v = kv.second;
+    if (py::isinstance<py::bool_>(v)) {
+      map.set(key, v.cast<bool>());
+    } else if (py::isinstance<py::int_>(v)) {
+      map.set(key, v.cast<int64_t>());
+    } else if (py::isinstance<py::float_>(v)) {
+      map.set(key, v.cast<double>());
+    } else if (py::isinstance<py::str>(v)) {
+      map.set(key, v.cast<std::string>());
+    } else {
+      throw osteonet::TypeError("option '" + key + "': expected bool, int, float or str, got " +
+                                py::str(py::type::handle_of(v).attr("__name__")).cast<std::string>());
+    }
+  }
+  return map;
+}
+
+}  // namespace osteonet::bindings

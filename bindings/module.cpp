@@ -1,0 +1,17 @@
+// osteonet._core: the compiled extension (one bind_<area> function per include/osteonet folder).
+#include <torch/extension.h>
+
+#include <osteonet/core/version.hpp>
+
+#include "common.hpp"
+
+namespace osteonet::bindings {
+void bind_models(pybind11::module_& m);
+}  // namespace osteonet::bindings
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "osteonet C++ core (LibTorch)";
+  m.attr("__version__") = osteonet::version();
+  osteonet::bindings::register_error_translation();
+  osteonet::bindings::bind_models(m);
+}

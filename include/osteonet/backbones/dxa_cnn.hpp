@@ -1,0 +1,117 @@
+// `dxa_cnn21`: the 21-layer plain CNN of seed 001 (Naeem et al., "Transferable CNN-based data mining
+// approaches for medical imaging: application to spine DXA scans for osteoporosis detection").
+//
+// The paper reports "a 21-layer CNN" but does not list its layers. osteonet's design, counted the way
+// MATLAB's layer arrays (the paper's toolbox idiom) count them:
+//   1 image input
+//   2-4   conv 3×3 (32) · BN · ReLU        5  max-pool 2×2
+//   6-8   conv 3×3 (64) · BN · ReLU        9  max-pool 2×2
+//   10-12 conv 3×3 (128) · BN · ReLU       13 max-pool 2×2
+//   14-16 conv 3×3 (256) · BN · ReLU
+//   17 global average pool   18 dropout (0.5)   19 fully connected   20 softmax   21 classification
+// Layers 1, 20 and 21 are the input normalisation, the softmax and the loss, which live outside the
+// module in PyTorch (the softmax is in the loss). Plain (no residuals), small (≈0.4 M parameters) and
+// resolution-agnostic, in the spirit of a network trained from scratch on 174 DXA images.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+#include "osteonet/backbones/backbone.hpp"
+#include "osteonet/detail/layers.hpp"
+
+namespace osteonet::backbones {
+
+/// Options for DxaCnn.
+///
+/// Example:
+/// ```
+/// auto net = dxa_cnn21(DxaCnnOptions().num_classes(2).in_chans(1));
+/// ```
+struct DxaCnnOptions {
+  /// Channels of the four convolution blocks.
+  TORCH_ARG(std::vector<int64_t>, widths) = std::vector<int64_t>{32, 64, 128, 256};
+  TORCH_ARG(double, dropout) = 0.5;
+  OSTEONET_BACKBONE_ARGS
+};
+
+/// `features` = [conv, bn, relu, pool] × 3 + [conv, bn, relu]; `classifier` = [dropout, linear].
+/// Feature maps: each block's ReLU output ("features.<i>", strides 1, 2, 4, 8).
+class DxaCnnImpl : public torch::nn::Cloneable<DxaCnnImpl>, public BackboneImpl {
+ public:
+  explicit DxaCnnImpl(DxaCnnOptions options, std::string name = "dxa_cnn21") : options(std::move(options)) {
+    model_name_ = std::move(name);
+    min_input_size_ = 8;
+    reset();
+  }
+
+  void reset() override {
+    init_common(options);
+    const auto& w = options.widths();
+    OSTEONET_CHECK(!w.empty(), model_name_, ": widths must not be empty");
+    features = register_module("features", torch::nn::Sequential());
+    feature_info_.clear();
+    tap_index_.clear();
+    int64_t c = in_chans_, stride = 1;
+    for (size_t i = 0; i < w.size(); ++i) {
+      if (i > 0) {
+        features->push_back(torch::nn::MaxPool2d(torch::nn::MaxPool2dOptions(2).stride(2)));
+        stride *= 2;
+      }
+      features->push_back(detail::conv2d(c, w[i], 3));
+      features->push_back(detail::batch_norm(w[i]));
+      features->push_back(torch::nn::ReLU(true));
+      c = w[i];
+      tap_index_.push_back(static_cast<int64_t>(features->size()) - 1);
+      feature_info_.push_back({"features." + std::to_string(tap_index_.back()), c, stride});
+    }
+    probe_ = features[0]->as<torch::nn::Conv2d>()->weight;
+    register_stage_attention(options.attention(), w.front(), c);
+    if (num_classes_ > 0)
+      classifier = register_module("classifier", torch::nn::Sequential(torch::nn::Dropout(options.dropout()),
+                                                                       torch::nn::Linear(c, num_classes_)));
+    detail::init_kaiming_fan_out(*this, /*linear_std=*/0.01);
+  }
+
+  torch::Tensor forward(torch::Tensor x) override {
+    check_input(x);
+    x = torch::adaptive_avg_pool2d(run_features(x, nullptr), {1, 1}).flatten(1);
+    return classifier ? classifier->forward(x) : x;
+  }
+
+  std::vector<torch::Tensor> forward_features(torch::Tensor x) override {
+    check_input(x);
+    std::vector<torch::Tensor> taps;
+    run_features(x, &taps);
+    return taps;
+  }
+
+  DxaCnnOptions options;
+  torch::nn::Sequential features{nullptr}, classifier{nullptr};
+
+ private:
+  torch::Tensor run_features(torch::Tensor x, std::vector<torch::Tensor>* taps) {
+    size_t next_tap = 0;
+    int64_t i = 0;
+    for (auto& m : *features) {
+      x = m.forward(x);
+      if (next_tap < tap_index_.size() && i == tap_index_[next_tap]) {
+        if (next_tap == 0) x = stem_attention(x);
+        if (next_tap + 1 == tap_index_.size()) x = last_attention(x);
+        if (taps) taps->push_back(x);
+        ++next_tap;
+      }
+      ++i;
+    }
+    return x;
+  }
+
+  std::vector<int64_t> tap_index_;
+};
+TORCH_MODULE(DxaCnn);
+
+inline DxaCnn dxa_cnn21(DxaCnnOptions o = {}) { return DxaCnn(std::move(o)); }
+
+}  // namespace osteonet::backbones

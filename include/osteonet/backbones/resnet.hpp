@@ -1,0 +1,242 @@
+// ResNet-18/34/50/101 (He et al., CVPR 2016; torchvision's v1.5 layout, stride on the 3×3) with
+// attention in every block (timm's slots: SE/ECA/DS after the last norm before the residual add; SK
+// replaces the 3×3 convolution) or at DSNet's stage placement, and `dsnet_resnet50` (seed 000, Fig. 3).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+#include "osteonet/attention/attention.hpp"
+#include "osteonet/backbones/backbone.hpp"
+#include "osteonet/detail/layers.hpp"
+
+namespace osteonet::backbones {
+
+namespace detail_resnet {
+/// conv1x1 + BN shortcut when a block changes shape (torchvision's `downsample`).
+inline torch::nn::Sequential make_downsample(int64_t inplanes, int64_t outplanes, int64_t stride) {
+  if (stride == 1 && inplanes == outplanes) return torch::nn::Sequential(nullptr);
+  return torch::nn::Sequential(detail::conv2d(inplanes, outplanes, 1, stride, 0), detail::batch_norm(outplanes));
+}
+}  // namespace detail_resnet
+
+/// Two 3×3 convolutions (ResNet-18/34). SK replaces conv1 (which carries the stride).
+class BasicBlockImpl : public torch::nn::Cloneable<BasicBlockImpl> {
+ public:
+  static constexpr int64_t expansion = 1;
+
+  BasicBlockImpl(int64_t inplanes, int64_t planes, int64_t stride, attention::AttentionOptions attn)
+      : inplanes_(inplanes), planes_(planes), stride_(stride), attn_options_(std::move(attn)) {
+    reset();
+  }
+
+  void reset() override {
+    if (attention::replaces_conv(attn_options_)) {
+      sk_ = attention::create_attention(attn_options_, inplanes_, planes_, stride_);
+      register_module("conv1", sk_->ptr());
+    } else {
+      conv1 = register_module("conv1", detail::conv2d(inplanes_, planes_, 3, stride_));
+      bn1 = register_module("bn1", detail::batch_norm(planes_));
+      attn_ = attention::create_attention(attn_options_, planes_);
+    }
+    conv2 = register_module("conv2", detail::conv2d(planes_, planes_, 3));
+    bn2 = register_module("bn2", detail::batch_norm(planes_));
+    if (attn_) register_module("attn", attn_->ptr());
+    downsample = detail_resnet::make_downsample(inplanes_, planes_, stride_);
+    if (downsample) register_module("downsample", downsample);
+  }
+
+  torch::Tensor forward(const torch::Tensor& x) {
+    auto out = sk_ ? sk_->forward(x) : torch::relu(bn1(conv1(x)));
+    out = bn2(conv2(out));
+    if (attn_) out = attn_->forward(out);
+    out += downsample ? downsample->forward(x) : x;
+    return out.relu_();
+  }
+
+  /// The last norm of the block (zeroed by zero_init_residual).
+  torch::nn::BatchNorm2d last_norm() const { return bn2; }
+
+  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
+  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr};
+  torch::nn::Sequential downsample{nullptr};
+
+ private:
+  int64_t inplanes_, planes_, stride_;
+  attention::AttentionOptions attn_options_;
+  std::optional<torch::nn::AnyModule> sk_, attn_;
+};
+TORCH_MODULE(BasicBlock);
+
+/// 1×1 -> 3×3 (stride) -> 1×1 bottleneck (ResNet-50/101). SK replaces conv2.
+class BottleneckImpl : public torch::nn::Cloneable<BottleneckImpl> {
+ public:
+  static constexpr int64_t expansion = 4;
+
+  BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride, attention::AttentionOptions attn)
+      : inplanes_(inplanes), planes_(planes), stride_(stride), attn_options_(std::move(attn)) {
+    reset();
+  }
+
+  void reset() override {
+    const int64_t width = planes_, out = planes_ * expansion;
+    conv1 = register_module("conv1", detail::conv2d(inplanes_, width, 1, 1, 0));
+    bn1 = register_module("bn1", detail::batch_norm(width));
+    if (attention::replaces_conv(attn_options_)) {
+      sk_ = attention::create_attention(attn_options_, width, width, stride_);
+      register_module("conv2", sk_->ptr());
+    } else {
+      conv2 = register_module("conv2", detail::conv2d(width, width, 3, stride_));
+      bn2 = register_module("bn2", detail::batch_norm(width));
+      attn_ = attention::create_attention(attn_options_, out);
+    }
+    conv3 = register_module("conv3", detail::conv2d(width, out, 1, 1, 0));
+    bn3 = register_module("bn3", detail::batch_norm(out));
+    if (attn_) register_module("attn", attn_->ptr());
+    downsample = detail_resnet::make_downsample(inplanes_, out, stride_);
+    if (downsample) register_module("downsample", downsample);
+  }
+
+  torch::Tensor forward(const torch::Tensor& x) {
+    auto out = torch::relu(bn1(conv1(x)));
+    out = sk_ ? sk_->forward(out) : torch::relu(bn2(conv2(out)));
+    out = bn3(conv3(out));
+    if (attn_) out = attn_->forward(out);
+    out += downsample ? downsample->forward(x) : x;
+    return out.relu_();
+  }
+
+  torch::nn::BatchNorm2d last_norm() const { return bn3; }
+
+  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
+  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
+  torch::nn::Sequential downsample{nullptr};
+
+ private:
+  int64_t inplanes_, planes_, stride_;
+  attention::AttentionOptions attn_options_;
+  std::optional<torch::nn::AnyModule> sk_, attn_;
+};
+TORCH_MODULE(Bottleneck);
+
+/// Options for ResNet.
+///
+/// Example:
+/// ```
+/// auto net = resnet50(ResNetOptions().num_classes(3).attention(attention::attention_options("se"))
+///                         .placement(AttentionPlacement::kBlocks));
+/// ```
+struct ResNetOptions {
+  ResNetOptions(std::vector<int64_t> layers = {3, 4, 6, 3}) : layers_(std::move(layers)) {}  // NOLINT
+  /// Blocks per stage.
+  TORCH_ARG(std::vector<int64_t>, layers);
+  OSTEONET_BACKBONE_ARGS
+  /// Attention in every block (timm's slots) or at DSNet's two stage positions.
+  TORCH_ARG(AttentionPlacement, placement) = AttentionPlacement::kBlocks;
+  /// Zero the last BatchNorm of each block (Goyal et al.), as torchvision's option.
+  TORCH_ARG(bool, zero_init_residual) = false;
+};
+
+/// ResNet with torchvision's module names (conv1, bn1, layer1..4, fc), Block = BasicBlockImpl or
+/// BottleneckImpl. Feature maps: relu (stride 2), layer1..layer4 (strides 4..32).
+template <typename Block>
+class ResNetImpl : public torch::nn::Cloneable<ResNetImpl<Block>>, public BackboneImpl {
+ public:
+  explicit ResNetImpl(ResNetOptions options, std::string name = "resnet") : options(std::move(options)) {
+    model_name_ = std::move(name);
+    reset();
+  }
+
+  void reset() override {
+    OSTEONET_CHECK(options.layers().size() == 4, model_name_, ": expected 4 stages, got ", options.layers().size());
+    init_common(options);
+    const bool in_blocks = options.placement() == AttentionPlacement::kBlocks;
+    const attention::AttentionOptions block_attn =
+        in_blocks ? options.attention() : attention::AttentionOptions{attention::NoAttentionOptions{}};
+
+    conv1 = this->register_module("conv1", detail::conv2d(in_chans_, 64, 7, 2, 3));
+    bn1 = this->register_module("bn1", detail::batch_norm(64));
+    maxpool = this->register_module("maxpool", torch::nn::MaxPool2d(torch::nn::MaxPool2dOptions(3).stride(2).padding(1)));
+    int64_t inplanes = 64;
+    const int64_t planes[4] = {64, 128, 256, 512};
+    torch::nn::Sequential* stages[4] = {&layer1, &layer2, &layer3, &layer4};
+    for (int i = 0; i < 4; ++i) {
+      torch::nn::Sequential seq;
+      for (int64_t b = 0; b < options.layers()[i]; ++b) {
+        const int64_t stride = (b == 0 && i > 0) ? 2 : 1;
+        seq->push_back(std::make_shared<Block>(inplanes, planes[i], stride, block_attn));
+        inplanes = planes[i] * Block::expansion;
+      }
+      *stages[i] = this->register_module("layer" + std::to_string(i + 1), seq);
+    }
+    probe_ = conv1->weight;
+    if (!in_blocks) register_stage_attention(options.attention(), 64, inplanes);
+    if (num_classes_ > 0) fc = this->register_module("fc", torch::nn::Linear(inplanes, num_classes_));
+    feature_info_ = {{"relu", 64, 2},
+                     {"layer1", 64 * Block::expansion, 4},
+                     {"layer2", 128 * Block::expansion, 8},
+                     {"layer3", 256 * Block::expansion, 16},
+                     {"layer4", 512 * Block::expansion, 32}};
+    detail::init_kaiming_fan_out(*this, /*linear_std=*/0.0);
+    if (options.zero_init_residual()) {
+      torch::NoGradGuard no_grad;
+      for (auto* stage : stages)
+        for (auto& m : **stage) m.get<Block>().last_norm()->weight.zero_();
+    }
+  }
+
+  torch::Tensor forward(torch::Tensor x) override {
+    check_input(x);
+    x = stem(x);
+    x = last_attention(layer4->forward(layer3->forward(layer2->forward(layer1->forward(x)))));
+    x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
+    return fc ? fc->forward(x) : x;
+  }
+
+  std::vector<torch::Tensor> forward_features(torch::Tensor x) override {
+    check_input(x);
+    auto s = torch::relu(bn1(conv1(x)));
+    auto c2 = layer1->forward(stem_attention(maxpool(s)));
+    auto c3 = layer2->forward(c2);
+    auto c4 = layer3->forward(c3);
+    auto c5 = last_attention(layer4->forward(c4));
+    return {s, c2, c3, c4, c5};
+  }
+
+  ResNetOptions options;
+  torch::nn::Conv2d conv1{nullptr};
+  torch::nn::BatchNorm2d bn1{nullptr};
+  torch::nn::MaxPool2d maxpool{nullptr};
+  torch::nn::Sequential layer1{nullptr}, layer2{nullptr}, layer3{nullptr}, layer4{nullptr};
+  torch::nn::Linear fc{nullptr};
+
+ private:
+  torch::Tensor stem(const torch::Tensor& x) { return stem_attention(maxpool(torch::relu(bn1(conv1(x))))); }
+};
+
+template <typename Block>
+class ResNet : public torch::nn::ModuleHolder<ResNetImpl<Block>> {
+ public:
+  using torch::nn::ModuleHolder<ResNetImpl<Block>>::ModuleHolder;
+};
+
+using ResNetBasic = ResNet<BasicBlockImpl>;
+using ResNetBottleneck = ResNet<BottleneckImpl>;
+
+inline ResNetBasic resnet18(ResNetOptions o = {}) { return ResNetBasic(o.layers({2, 2, 2, 2}), "resnet18"); }
+inline ResNetBasic resnet34(ResNetOptions o = {}) { return ResNetBasic(o.layers({3, 4, 6, 3}), "resnet34"); }
+inline ResNetBottleneck resnet50(ResNetOptions o = {}) { return ResNetBottleneck(o.layers({3, 4, 6, 3}), "resnet50"); }
+inline ResNetBottleneck resnet101(ResNetOptions o = {}) { return ResNetBottleneck(o.layers({3, 4, 23, 3}), "resnet101"); }
+
+/// DSNet's backbone (seed 000, Fig. 3): ResNet-50 with a DS module after the 7×7/max-pool stem stage
+/// (`attn_stem`, 64 channels) and after the last stage (`attn_last`, 2048 channels). `ds` overrides
+/// the DS options (see attention/dual_selective.hpp for the choices the paper leaves open).
+inline ResNetBottleneck dsnet_resnet50(ResNetOptions o = {},
+                                       attention::DualSelectiveOptions ds = attention::DualSelectiveOptions()) {
+  return ResNetBottleneck(o.layers({3, 4, 6, 3}).attention(ds).placement(AttentionPlacement::kDSNet),
+                          "dsnet_resnet50");
+}
+
+}  // namespace osteonet::backbones

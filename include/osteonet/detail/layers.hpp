@@ -1,0 +1,70 @@
+// Small layer builders and weight initialisers shared by the backbones (internal).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <numeric>
+
+namespace osteonet::detail {
+
+/// A Sequential with a plain Tensor -> Tensor forward, so it can nest inside another Sequential
+/// (torchvision nests Conv2dNormActivation and block containers in `features`).
+class SeqImpl : public torch::nn::SequentialImpl {
+ public:
+  using torch::nn::SequentialImpl::SequentialImpl;
+  torch::Tensor forward(torch::Tensor x) { return torch::nn::SequentialImpl::forward(std::move(x)); }
+};
+TORCH_MODULE(Seq);
+
+/// Conv2d with torchvision's usual arguments; padding defaults to "same" for odd kernels.
+inline torch::nn::Conv2d conv2d(int64_t in, int64_t out, int64_t k, int64_t stride = 1, int64_t padding = -1,
+                                int64_t dilation = 1, int64_t groups = 1, bool bias = false) {
+  if (padding < 0) padding = dilation * (k - 1) / 2;
+  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, k)
+                               .stride(stride)
+                               .padding(padding)
+                               .dilation(dilation)
+                               .groups(groups)
+                               .bias(bias));
+}
+
+/// Conv2d with a rectangular kernel (Inception's 1×7, 7×1, ...).
+inline torch::nn::Conv2d conv2d_hw(int64_t in, int64_t out, std::array<int64_t, 2> k, std::array<int64_t, 2> pad,
+                                   int64_t stride = 1, bool bias = false) {
+  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, torch::ExpandingArray<2>({k[0], k[1]}))
+                               .stride(stride)
+                               .padding(torch::ExpandingArray<2>({pad[0], pad[1]}))
+                               .bias(bias));
+}
+
+inline torch::nn::BatchNorm2d batch_norm(int64_t c, double eps = 1e-5, double momentum = 0.1) {
+  return torch::nn::BatchNorm2d(torch::nn::BatchNorm2dOptions(c).eps(eps).momentum(momentum));
+}
+
+/// Largest group count <= `groups` that divides `channels` (gcd), so grouped convolutions of the
+/// attention modules also fit narrow stages (a documented osteonet choice).
+inline int64_t fit_groups(int64_t channels, int64_t groups) { return std::gcd(channels, std::max<int64_t>(groups, 1)); }
+
+/// torchvision's ResNet/VGG/MobileNet initialisation: Kaiming-normal (fan_out, ReLU) convolutions,
+/// unit/zero norms, and N(0, linear_std) linears (linear_std <= 0 keeps PyTorch's default init).
+inline void init_kaiming_fan_out(torch::nn::Module& root, double linear_std) {
+  torch::NoGradGuard no_grad;
+  for (auto& m : root.modules(/*include_self=*/false)) {
+    if (auto* c = m->as<torch::nn::Conv2dImpl>()) {
+      torch::nn::init::kaiming_normal_(c->weight, 0.0, torch::kFanOut, torch::kReLU);
+      if (c->bias.defined()) torch::nn::init::zeros_(c->bias);
+    } else if (auto* b = m->as<torch::nn::BatchNorm2dImpl>()) {
+      if (b->weight.defined()) {
+        torch::nn::init::ones_(b->weight);
+        torch::nn::init::zeros_(b->bias);
+      }
+    } else if (auto* l = m->as<torch::nn::LinearImpl>()) {
+      if (linear_std > 0) {
+        torch::nn::init::normal_(l->weight, 0.0, linear_std);
+        if (l->bias.defined()) torch::nn::init::zeros_(l->bias);
+      }
+    }
+  }
+}
+
+}  // namespace osteonet::detail

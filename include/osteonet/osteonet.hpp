@@ -1,0 +1,18 @@
+// osteonet: deep-learning models for osteoporosis imaging on LibTorch (umbrella header).
+#pragma once
+
+#include "osteonet/core/error.hpp"
+#include "osteonet/core/feature_info.hpp"
+#include "osteonet/core/options.hpp"
+#include "osteonet/core/version.hpp"
+
+#include "osteonet/attention/attention.hpp"
+
+#include "osteonet/backbones/backbone.hpp"
+#include "osteonet/backbones/densenet.hpp"
+#include "osteonet/backbones/dxa_cnn.hpp"
+#include "osteonet/backbones/inception.hpp"
+#include "osteonet/backbones/mobilenet.hpp"
+#include "osteonet/backbones/registry.hpp"
+#include "osteonet/backbones/resnet.hpp"
+#include "osteonet/backbones/vgg.hpp"

@@ -1,0 +1,21 @@
+"""Builds osteonet's compiled core (osteonet._core) against the installed PyTorch."""
+
+import glob
+import os
+
+from setuptools import setup
+from torch.utils.cpp_extension import BuildExtension, CppExtension
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+ext = CppExtension(
+    name="osteonet._core",
+    sources=sorted(glob.glob(os.path.join("bindings", "*.cpp"))),
+    include_dirs=[os.path.join(ROOT, "include"), os.path.join(ROOT, "bindings")],
+    extra_compile_args=["-O2", "-std=c++17", "-g0", "-Wno-unused-parameter"],
+)
+
+setup(
+    ext_modules=[ext],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+)
