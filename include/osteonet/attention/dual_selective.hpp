@@ -75,7 +75,7 @@ class DualSelectiveImpl : public torch::nn::Cloneable<DualSelectiveImpl> {
       OSTEONET_CHECK(k >= 1 && k % 2 == 1, "DualSelective: kernel sizes must be odd and positive, got kernel_size=", k);
       const bool dilate = options.dilated_branches() && k > 3;
       const int64_t kernel = dilate ? 3 : k, dilation = dilate ? (k - 1) / 2 : 1;
-      branches->push_back(torch::nn::Sequential(detail::conv2d(c, c, kernel, 1, -1, dilation, groups),
+      branches->push_back(detail::Seq(detail::conv2d(c, c, kernel, 1, -1, dilation, groups),
                                                 detail::batch_norm(c), torch::nn::ReLU(true)));
       if (options.reduction() == 1) {
         fcs->push_back(torch::nn::Linear(c, c));
@@ -88,6 +88,11 @@ class DualSelectiveImpl : public torch::nn::Cloneable<DualSelectiveImpl> {
     fuse = register_module("fuse", torch::nn::Sequential(
                                         detail::conv2d(c, c, options.fuse_kernel(), 1, -1, options.fuse_dilation(), groups),
                                         detail::batch_norm(c)));
+    init_weights();
+  }
+
+  /// Zeroes the fusion norm's scale when configured (backbones call it again after their own init).
+  void init_weights() {
     if (options.residual() && options.zero_init_fuse()) {
       torch::NoGradGuard no_grad;
       fuse[1]->as<torch::nn::BatchNorm2d>()->weight.zero_();
@@ -98,7 +103,7 @@ class DualSelectiveImpl : public torch::nn::Cloneable<DualSelectiveImpl> {
     const auto n = x.size(0), c = x.size(1);
     std::vector<torch::Tensor> us, ws;
     for (size_t i = 0; i < branches->size(); ++i) {
-      auto u = branches[i]->as<torch::nn::Sequential>()->forward(x);
+      auto u = branches[i]->as<detail::Seq>()->forward(x);
       auto pooled = u.mean({2, 3});  // Eq. (1)
       torch::Tensor w = options.reduction() == 1 ? fcs[i]->as<torch::nn::Linear>()->forward(pooled)
                                                  : fcs[i]->as<torch::nn::Sequential>()->forward(pooled);  // Eq. (2)

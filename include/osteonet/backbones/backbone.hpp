@@ -73,6 +73,12 @@ class BackboneImpl : public virtual torch::nn::Module {
   }
 
 
+  /// Re-applies attention modules' own initialisation after a backbone-wide init overwrote it.
+  void finish_init() {
+    for (auto& m : modules(/*include_self=*/false))
+      if (auto* ds = m->as<attention::DualSelectiveImpl>()) ds->init_weights();
+  }
+
   /// Registers `attn_stem` / `attn_last` for the "dsnet" placement (nothing for "none").
   void register_stage_attention(const attention::AttentionOptions& options, int64_t stem_channels,
                                 int64_t last_channels) {

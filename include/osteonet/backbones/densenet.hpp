@@ -135,6 +135,7 @@ class DenseNetImpl : public torch::nn::Cloneable<DenseNetImpl>, public BackboneI
       }
     }
     if (classifier) torch::nn::init::zeros_(classifier->bias);
+    finish_init();
   }
 
   torch::Tensor forward(torch::Tensor x) override {

@@ -73,6 +73,7 @@ class DxaCnnImpl : public torch::nn::Cloneable<DxaCnnImpl>, public BackboneImpl 
       classifier = register_module("classifier", torch::nn::Sequential(torch::nn::Dropout(options.dropout()),
                                                                        torch::nn::Linear(c, num_classes_)));
     detail::init_kaiming_fan_out(*this, /*linear_std=*/0.01);
+    finish_init();
   }
 
   torch::Tensor forward(torch::Tensor x) override {

@@ -265,6 +265,7 @@ class InceptionV3Impl : public torch::nn::Cloneable<InceptionV3Impl>, public Bac
         torch::nn::init::zeros_(b->bias);
       }
     }
+    finish_init();
   }
 
   torch::Tensor forward(torch::Tensor x) override { return classify(body(x, nullptr, nullptr)); }
@@ -272,7 +273,11 @@ class InceptionV3Impl : public torch::nn::Cloneable<InceptionV3Impl>, public Bac
   /// {logits, aux_logits} in training mode with the auxiliary head; {logits} otherwise.
   std::vector<torch::Tensor> forward_heads(torch::Tensor x) override {
     torch::Tensor aux;
-    auto y = classify(body(x, nullptr, (is_training() && AuxLogits) ? &aux : nullptr));
+    const bool with_aux = is_training() && AuxLogits;
+    OSTEONET_CHECK(!with_aux || (x.dim() == 4 && x.size(2) >= 299 && x.size(3) >= 299), model_name_,
+                   ": the auxiliary head needs height and width >= 299 in training, got ", x.sizes(),
+                   " (build with aux_logits=false for smaller inputs)");
+    auto y = classify(body(x, nullptr, with_aux ? &aux : nullptr));
     if (aux.defined()) return {y, aux};
     return {y};
   }

@@ -131,6 +131,7 @@ class MobileNetImpl : public torch::nn::Cloneable<MobileNetImpl>, public Backbon
       }
     }
     detail::init_kaiming_fan_out(*this, /*linear_std=*/0.01);
+    finish_init();
   }
 
   torch::Tensor forward(torch::Tensor x) override {

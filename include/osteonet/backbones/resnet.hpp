@@ -185,6 +185,7 @@ class ResNetImpl : public torch::nn::Cloneable<ResNetImpl<Block>>, public Backbo
       for (auto* stage : stages)
         for (auto& m : **stage) m.get<Block>().last_norm()->weight.zero_();
     }
+    finish_init();
   }
 
   torch::Tensor forward(torch::Tensor x) override {

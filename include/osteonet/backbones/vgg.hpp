@@ -76,6 +76,7 @@ class VGGImpl : public torch::nn::Cloneable<VGGImpl>, public BackboneImpl {
                                 torch::nn::Linear(4096, num_classes_)));
     }
     detail::init_kaiming_fan_out(*this, /*linear_std=*/0.01);
+    finish_init();
   }
 
   torch::Tensor forward(torch::Tensor x) override {

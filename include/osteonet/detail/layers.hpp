@@ -49,6 +49,8 @@ inline int64_t fit_groups(int64_t channels, int64_t groups) { return std::gcd(ch
 /// unit/zero norms, and N(0, linear_std) linears (linear_std <= 0 keeps PyTorch's default init).
 inline void init_kaiming_fan_out(torch::nn::Module& root, double linear_std) {
   torch::NoGradGuard no_grad;
+  // Module-specific initialisation (e.g. DS's zeroed fusion norm) is re-applied afterwards by
+  // BackboneImpl::finish_init().
   for (auto& m : root.modules(/*include_self=*/false)) {
     if (auto* c = m->as<torch::nn::Conv2dImpl>()) {
       torch::nn::init::kaiming_normal_(c->weight, 0.0, torch::kFanOut, torch::kReLU);
