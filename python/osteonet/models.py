@@ -89,6 +89,25 @@ class _CppSubmodule(nn.Module):
         raise RuntimeError(f"{self._qualname}: osteonet submodules run inside their C++ model; call the model itself")
 
 
+class _CppSequence(_CppSubmodule):
+    """A mirrored container whose children are numbered (Sequential, ModuleList): indexable like one."""
+
+    def __getitem__(self, idx: int) -> nn.Module:
+        if isinstance(idx, bool) or not isinstance(idx, int):
+            raise TypeError(f"{self._qualname}: index must be an int, got {type(idx).__name__}")
+        n = len(self._modules)
+        key = str(idx + n if idx < 0 else idx)
+        if key not in self._modules:
+            raise IndexError(f"{self._qualname}: index {idx} out of range for {n} children")
+        return self._modules[key]
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+
 def _restore_identity(module: nn.Module, before: Dict[str, Dict[str, torch.Tensor]]) -> None:
     """After ``_apply`` (to/cuda/double/...), keep the tensor objects the C++ module shares.
 
@@ -123,9 +142,12 @@ class OsteoModel(nn.Module):
         params = dict(self._cpp.named_parameters())
         buffers = dict(self._cpp.named_buffers())
         nodes: Dict[str, nn.Module] = {"": self}
-        for qualname, cpp_type, pnames, bnames in self._cpp.module_tree():
+        tree = self._cpp.module_tree()
+        numbered = {q.rpartition(".")[0] for q, *_ in tree if q.rpartition(".")[2].isdigit()}
+        for qualname, cpp_type, pnames, bnames in tree:
             parent, _, local = qualname.rpartition(".")
-            node = _CppSubmodule(self._cpp, qualname, cpp_type)
+            cls = _CppSequence if qualname in numbered else _CppSubmodule
+            node = cls(self._cpp, qualname, cpp_type)
             nodes[parent].add_module(local, node)
             nodes[qualname] = node
             for p in pnames:

@@ -84,10 +84,9 @@ inline const std::vector<ModelEntry>& model_entries() {
        [](const ModelConfig& c) -> BackbonePtr {
          OSTEONET_CHECK(c.attention == "none" || c.attention == "ds",
                         "dsnet_resnet50: the DSNet backbone carries DS attention, got attention='", c.attention, "'");
-         ModelConfig ds = c;
-         ds.attention = "ds";
-         auto o = resnet_options(ds);
-         return ResNetBottleneck(o.placement(AttentionPlacement::kDSNet), "dsnet_resnet50").ptr();
+         auto o = resnet_options(c);  // reads the options on `c` itself, so unread ones are reported
+         o.attention(attention::attention_options("ds", c.options)).placement(AttentionPlacement::kDSNet);
+         return ResNetBottleneck(o, "dsnet_resnet50").ptr();
        }},
       {"vgg16", "VGG-16; DSNet Table 2 (± DS)", "vgg16",
        [](const ModelConfig& c) -> BackbonePtr { return vgg16(with_dropout<VGGOptions>(c, 0.5)).ptr(); }},
