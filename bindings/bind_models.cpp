@@ -1,6 +1,8 @@
 // Python bindings of the model registry and the backbone contract (osteonet._core).
 #include <torch/extension.h>
 
+#include <chrono>
+
 #include <osteonet/backbones/registry.hpp>
 
 #include "common.hpp"
@@ -91,6 +93,22 @@ void bind_models(py::module_& m) {
       },
       py::arg("name"), py::arg("num_classes") = 1000, py::arg("attention") = "none", py::arg("in_chans") = 3,
       py::arg("options") = py::dict());
+  m.def(
+      "time_forward",
+      [](BackboneImpl& self, const torch::Tensor& x, int64_t repeats) {
+        // Milliseconds of each of `repeats` inference forwards run back to back in C++ (no Python in
+        // the loop): the "from C++" column of the benchmarks.
+        OSTEONET_CHECK(repeats > 0, "time_forward: repeats must be positive, got repeats=", repeats);
+        torch::NoGradGuard no_grad;
+        std::vector<double> ms;
+        for (int64_t r = 0; r < repeats; ++r) {
+          const auto t0 = std::chrono::steady_clock::now();
+          self.forward(x);
+          ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+        }
+        return ms;
+      },
+      py::arg("model"), py::arg("x"), py::arg("repeats") = 1, py::call_guard<py::gil_scoped_release>());
   m.def("attention_names", &osteonet::attention::attention_names);
   m.def("eca_kernel_size", &osteonet::attention::eca_kernel_size, py::arg("channels"), py::arg("gamma") = 2.0,
         py::arg("beta") = 1.0);

@@ -1,8 +1,8 @@
 // `dxa_cnn21`: the 21-layer plain CNN of seed 001 (Naeem et al., "Transferable CNN-based data mining
 // approaches for medical imaging: application to spine DXA scans for osteoporosis detection").
 //
-// The paper reports "a 21-layer CNN" but does not list its layers. osteonet's design, counted the way
-// MATLAB's layer arrays (the paper's toolbox idiom) count them:
+// The paper reports "a 21-layer CNN" but does not list its layers. osteonet's design, counted as
+// layer-array frameworks (e.g. MATLAB's Deep Learning Toolbox) count, input and output layers included:
 //   1 image input
 //   2-4   conv 3×3 (32) · BN · ReLU        5  max-pool 2×2
 //   6-8   conv 3×3 (64) · BN · ReLU        9  max-pool 2×2
@@ -10,8 +10,9 @@
 //   14-16 conv 3×3 (256) · BN · ReLU
 //   17 global average pool   18 dropout (0.5)   19 fully connected   20 softmax   21 classification
 // Layers 1, 20 and 21 are the input normalisation, the softmax and the loss, which live outside the
-// module in PyTorch (the softmax is in the loss). Plain (no residuals), small (≈0.4 M parameters) and
-// resolution-agnostic, in the spirit of a network trained from scratch on 174 DXA images.
+// module in PyTorch (the softmax is in the loss). Plain (no residuals), small and
+// resolution-agnostic (0.39 M parameters with a 2-class head), in the spirit of a network trained from
+// scratch on 174 DXA images.
 #pragma once
 
 #include <torch/torch.h>
