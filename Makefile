@@ -18,12 +18,12 @@ DEB_PACKAGES := build-essential cmake ninja-build libtorch-dev python3-torch pyt
 
 SOURCES := $(shell find include bindings python -type f \( -name '*.hpp' -o -name '*.cpp' -o -name '*.py' -o -name '*.pyi' \) 2>/dev/null) setup.py pyproject.toml
 
-.PHONY: demo test setup deps venv install cpp test-cpp test-consumption test-python bench clean
+.PHONY: demo test setup deps venv install cpp test-cpp test-consumption test-python test-libtorch2 bench clean
 
 demo: install
 	$(PY) -m osteonet.demo
 
-test: test-cpp test-consumption test-python
+test: test-cpp test-consumption test-libtorch2 test-python
 
 setup: install cpp
 
@@ -59,6 +59,10 @@ test-consumption: cpp
 	cmake -S tests/consumption -B $(BUILD)/consumption -G Ninja -DCMAKE_PREFIX_PATH=$(CURDIR)/$(BUILD)/prefix >/dev/null
 	cmake --build $(BUILD)/consumption
 	cd $(BUILD)/consumption && ctest --output-on-failure
+
+# Every translation unit also compiles against LibTorch 2.x headers (Debian trixie's, unpacked, not installed).
+test-libtorch2: $(STAMPS)/deps
+	tests/compat/check_libtorch2.sh
 
 test-python: install
 	$(PY) -m pytest -q tests/python

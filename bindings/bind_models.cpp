@@ -22,7 +22,7 @@ std::vector<std::pair<std::string, torch::Tensor>> to_pairs(const torch::Ordered
 }
 
 std::shared_ptr<torch::nn::Module> find_submodule(BackboneImpl& self, const std::string& qualname) {
-  for (const auto& kv : self.named_modules("", /*include_self=*/false))
+  for (const auto& kv : self.module().named_modules("", /*include_self=*/false))
     if (kv.key() == qualname) return kv.value();
   throw osteonet::ValueError("Backbone: no submodule named '" + qualname + "'");
 }
@@ -50,7 +50,7 @@ void bind_models(py::module_& m) {
           [](BackboneImpl& self) {
             // (qualified name, C++ type, local parameter names, local buffer names), parents first.
             py::list out;
-            for (const auto& kv : self.named_modules("", /*include_self=*/false)) {
+            for (const auto& kv : self.module().named_modules("", /*include_self=*/false)) {
               std::vector<std::string> params, buffers;
               for (const auto& p : kv.value()->named_parameters(false)) params.push_back(p.key());
               for (const auto& b : kv.value()->named_buffers(false)) buffers.push_back(b.key());

@@ -1,5 +1,5 @@
 // doctest: attention modules (attention/*.hpp) and their factory.
-#include <doctest/doctest.h>
+#include "testing.hpp"
 
 #include <osteonet/attention/attention.hpp>
 

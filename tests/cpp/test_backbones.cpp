@@ -1,5 +1,5 @@
 // doctest: backbones (backbones/*.hpp) and the registry.
-#include <doctest/doctest.h>
+#include "testing.hpp"
 
 #include <osteonet/backbones/registry.hpp>
 

@@ -25,10 +25,14 @@ inline AttentionPlacement parse_placement(const std::string& s) {
   throw_unknown_name("attention_placement", "placement", s, {"blocks", "dsnet"});
 }
 
-/// Every osteonet backbone: a torch::nn::Module with logits, feature maps and their description.
-class BackboneImpl : public virtual torch::nn::Module {
+/// Every osteonet backbone: logits, feature maps and their description, input checks.
+///
+/// An interface rather than a torch::nn::Module subclass: LibTorch 2.x's Cloneable<T> derives from
+/// Module non-virtually, so a second Module base would be ambiguous. Concrete backbones derive from
+/// Backbone<Derived> (below), which is the one Module; module() reaches it through this interface.
+class BackboneImpl {
  public:
-  ~BackboneImpl() override = default;
+  virtual ~BackboneImpl() = default;
 
   /// Logits (N x num_classes), or pooled features when num_classes == 0.
   virtual torch::Tensor forward(torch::Tensor x) = 0;
@@ -36,6 +40,24 @@ class BackboneImpl : public virtual torch::nn::Module {
   virtual std::vector<torch::Tensor> forward_features(torch::Tensor x) = 0;
   /// All heads' outputs in training mode (Inception: logits and auxiliary logits); else {forward}.
   virtual std::vector<torch::Tensor> forward_heads(torch::Tensor x) { return {forward(std::move(x))}; }
+
+  /// The backbone as a torch::nn::Module (parameters, state, train/eval, serialisation).
+  virtual torch::nn::Module& module() = 0;
+  virtual const torch::nn::Module& module() const = 0;
+
+  // Conveniences for code that holds the interface (e.g. models::create_model's result).
+  void train(bool on = true) { module().train(on); }
+  void eval() { module().eval(); }
+  bool is_training() const { return module().is_training(); }
+  std::vector<torch::Tensor> parameters(bool recurse = true) const { return module().parameters(recurse); }
+  torch::OrderedDict<std::string, torch::Tensor> named_parameters(bool recurse = true) const {
+    return module().named_parameters(recurse);
+  }
+  torch::OrderedDict<std::string, torch::Tensor> named_buffers(bool recurse = true) const {
+    return module().named_buffers(recurse);
+  }
+  void to(torch::Device device, bool non_blocking = false) { module().to(device, non_blocking); }
+  void to(torch::Dtype dtype, bool non_blocking = false) { module().to(dtype, non_blocking); }
 
   const FeatureInfoList& feature_info() const { return feature_info_; }
   const std::string& model_name() const { return model_name_; }
@@ -55,11 +77,10 @@ class BackboneImpl : public virtual torch::nn::Module {
                    x.size(1), " (input shape ", x.sizes(), ")");
     OSTEONET_CHECK(x.size(2) >= min_input_size_ && x.size(3) >= min_input_size_, model_name_,
                    ": expected height and width >= ", min_input_size_, ", got ", x.size(2), "x", x.size(3));
-    const auto& probe = probe_;
-    OSTEONET_CHECK_TYPE(!probe.defined() || probe.dtype() == x.dtype(), model_name_, ": expected input dtype ",
-                        probe.dtype(), " (the model's), got dtype=", x.dtype());
-    OSTEONET_CHECK(!probe.defined() || probe.device() == x.device(), model_name_, ": expected input on ",
-                   probe.device(), " (the model's device), got device=", x.device());
+    OSTEONET_CHECK_TYPE(!probe_.defined() || probe_.dtype() == x.dtype(), model_name_, ": expected input dtype ",
+                        probe_.dtype(), " (the model's), got dtype=", x.dtype());
+    OSTEONET_CHECK(!probe_.defined() || probe_.device() == x.device(), model_name_, ": expected input on ",
+                   probe_.device(), " (the model's device), got device=", x.device());
   }
 
  protected:
@@ -72,21 +93,6 @@ class BackboneImpl : public virtual torch::nn::Module {
     num_classes_ = o.num_classes();
   }
 
-
-  /// Re-applies attention modules' own initialisation after a backbone-wide init overwrote it.
-  void finish_init() {
-    for (auto& m : modules(/*include_self=*/false))
-      if (auto* ds = m->as<attention::DualSelectiveImpl>()) ds->init_weights();
-  }
-
-  /// Registers `attn_stem` / `attn_last` for the "dsnet" placement (nothing for "none").
-  void register_stage_attention(const attention::AttentionOptions& options, int64_t stem_channels,
-                                int64_t last_channels) {
-    attn_stem_ = attention::create_attention(options, stem_channels);
-    attn_last_ = attention::create_attention(options, last_channels);
-    if (attn_stem_) register_module("attn_stem", attn_stem_->ptr());
-    if (attn_last_) register_module("attn_last", attn_last_->ptr());
-  }
   torch::Tensor stem_attention(torch::Tensor x) { return attn_stem_ ? attn_stem_->forward(x) : x; }
   torch::Tensor last_attention(torch::Tensor x) { return attn_last_ ? attn_last_->forward(x) : x; }
 
@@ -99,6 +105,40 @@ class BackboneImpl : public virtual torch::nn::Module {
   /// A parameter whose dtype and device are the model's (the first convolution's weight; it shares
   /// the parameter's storage and metadata, so .to() is seen here too).
   torch::Tensor probe_;
+};
+
+/// Base of every concrete backbone: the single torch::nn::Module (through Cloneable<Derived>) plus
+/// the BackboneImpl interface, and the helpers that register submodules.
+template <typename Derived>
+class Backbone : public torch::nn::Cloneable<Derived>, public BackboneImpl {
+ public:
+  // Module's own versions win over the interface's forwarding ones inside concrete classes.
+  using torch::nn::Module::eval;
+  using torch::nn::Module::is_training;
+  using torch::nn::Module::named_buffers;
+  using torch::nn::Module::named_parameters;
+  using torch::nn::Module::parameters;
+  using torch::nn::Module::to;
+  using torch::nn::Module::train;
+
+  torch::nn::Module& module() override { return *this; }
+  const torch::nn::Module& module() const override { return *this; }
+
+ protected:
+  /// Registers `attn_stem` / `attn_last` for the "dsnet" placement (nothing for "none").
+  void register_stage_attention(const attention::AttentionOptions& options, int64_t stem_channels,
+                                int64_t last_channels) {
+    attn_stem_ = attention::create_attention(options, stem_channels);
+    attn_last_ = attention::create_attention(options, last_channels);
+    if (attn_stem_) this->register_module("attn_stem", attn_stem_->ptr());
+    if (attn_last_) this->register_module("attn_last", attn_last_->ptr());
+  }
+
+  /// Re-applies attention modules' own initialisation after a backbone-wide init overwrote it.
+  void finish_init() {
+    for (auto& m : this->modules(/*include_self=*/false))
+      if (auto* ds = m->template as<attention::DualSelectiveImpl>()) ds->init_weights();
+  }
 };
 
 }  // namespace osteonet::backbones

@@ -87,7 +87,7 @@ struct DenseNetOptions {
 
 /// Module names as torchvision: features.{conv0,norm0,relu0,pool0,denseblockK,transitionK,norm5},
 /// classifier. Feature maps: relu0 (stride 2), denseblock1..3 (4, 8, 16), final ReLU(norm5) (32).
-class DenseNetImpl : public torch::nn::Cloneable<DenseNetImpl>, public BackboneImpl {
+class DenseNetImpl : public Backbone<DenseNetImpl> {
  public:
   explicit DenseNetImpl(DenseNetOptions options, std::string name = "densenet") : options(std::move(options)) {
     model_name_ = std::move(name);

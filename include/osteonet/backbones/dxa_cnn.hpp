@@ -40,7 +40,7 @@ struct DxaCnnOptions {
 
 /// `features` = [conv, bn, relu, pool] × 3 + [conv, bn, relu]; `classifier` = [dropout, linear].
 /// Feature maps: each block's ReLU output ("features.<i>", strides 1, 2, 4, 8).
-class DxaCnnImpl : public torch::nn::Cloneable<DxaCnnImpl>, public BackboneImpl {
+class DxaCnnImpl : public Backbone<DxaCnnImpl> {
  public:
   explicit DxaCnnImpl(DxaCnnOptions options, std::string name = "dxa_cnn21") : options(std::move(options)) {
     model_name_ = std::move(name);

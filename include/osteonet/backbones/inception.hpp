@@ -216,7 +216,7 @@ struct InceptionV3Options {
 
 /// torchvision's names (Conv2d_1a_3x3 ... Mixed_7c, AuxLogits, fc). Feature maps: Conv2d_2b_3x3
 /// (stride 2), Conv2d_4a_3x3 (4), Mixed_5d (8), Mixed_6e (16), Mixed_7c (32).
-class InceptionV3Impl : public torch::nn::Cloneable<InceptionV3Impl>, public BackboneImpl {
+class InceptionV3Impl : public Backbone<InceptionV3Impl> {
  public:
   explicit InceptionV3Impl(InceptionV3Options options, std::string name = "inception_v3")
       : options(std::move(options)) {

@@ -99,7 +99,7 @@ struct MobileNetOptions {
 };
 
 /// Shared body: `features` (Sequential), `classifier`; feature taps at the given feature indices.
-class MobileNetImpl : public torch::nn::Cloneable<MobileNetImpl>, public BackboneImpl {
+class MobileNetImpl : public Backbone<MobileNetImpl> {
  public:
   enum class Version { kV2, kV3Large };
 

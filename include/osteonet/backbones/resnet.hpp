@@ -142,8 +142,22 @@ struct ResNetOptions {
 /// ResNet with torchvision's module names (conv1, bn1, layer1..4, fc), Block = BasicBlockImpl or
 /// BottleneckImpl. Feature maps: relu (stride 2), layer1..layer4 (strides 4..32).
 template <typename Block>
-class ResNetImpl : public torch::nn::Cloneable<ResNetImpl<Block>>, public BackboneImpl {
+class ResNetImpl : public Backbone<ResNetImpl<Block>> {
+  // Names from the (dependent) base, so the body reads as in the non-template backbones.
+  using Base = Backbone<ResNetImpl<Block>>;
+  using Base::feature_info_;
+  using Base::finish_init;
+  using Base::in_chans_;
+  using Base::init_common;
+  using Base::last_attention;
+  using Base::model_name_;
+  using Base::num_classes_;
+  using Base::probe_;
+  using Base::register_stage_attention;
+  using Base::stem_attention;
+
  public:
+  using Base::check_input;
   explicit ResNetImpl(ResNetOptions options, std::string name = "resnet") : options(std::move(options)) {
     model_name_ = std::move(name);
     reset();

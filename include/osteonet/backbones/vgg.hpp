@@ -37,7 +37,7 @@ struct VGGOptions {
 
 /// Module names as torchvision: features.<i>, avgpool, classifier.<i>. Feature maps: the output of
 /// each block before its max-pool ("features.<i>", strides 1, 2, 4, 8, 16).
-class VGGImpl : public torch::nn::Cloneable<VGGImpl>, public BackboneImpl {
+class VGGImpl : public Backbone<VGGImpl> {
  public:
   explicit VGGImpl(VGGOptions options, std::string name = "vgg") : options(std::move(options)) {
     model_name_ = std::move(name);
