@@ -326,14 +326,19 @@ struct YoudenResult {
 };
 
 inline YoudenResult youden_threshold(const torch::Tensor& y_true, const torch::Tensor& y_score) {
-  auto [fpr, tpr, thr] = roc_curve(y_true, y_score, /*drop_intermediate=*/false);
-  const auto* f = fpr.data_ptr<double>();
-  const auto* t = tpr.data_ptr<double>();
-  const auto* h = thr.data_ptr<double>();
-  int64_t best = 0;
-  for (int64_t i = 1; i < fpr.numel(); ++i)
-    if (t[i] - f[i] > t[best] - f[best]) best = i;
-  return {h[best], t[best] - f[best], t[best], 1.0 - f[best]};
+  const auto c = binary_clf_curve(y_true, y_score, "youden_threshold");
+  OSTEONET_CHECK(c.positives > 0 && c.negatives > 0, "youden_threshold: y_true must contain both classes, got positives=",
+                 c.positives, " negatives=", c.negatives);
+  // Compare J·P·N = TP·N − FP·P in exact integer arithmetic, so equal J values tie exactly.
+  double best_v = 0;  // the (0, 0) corner at threshold +inf
+  int64_t best = -1;
+  for (std::size_t i = 0; i < c.tps.size(); ++i) {
+    const double v = c.tps[i] * c.negatives - c.fps[i] * c.positives;
+    if (v > best_v) { best_v = v; best = static_cast<int64_t>(i); }
+  }
+  if (best < 0) return {std::numeric_limits<double>::infinity(), 0.0, 0.0, 1.0};
+  const double tpr = c.tps[best] / c.positives, fpr = c.fps[best] / c.negatives;
+  return {c.thresholds[best], best_v / (c.positives * c.negatives), tpr, 1.0 - fpr};
 }
 
 }  // namespace osteonet::metrics
