@@ -121,9 +121,9 @@ inline std::vector<std::size_t> of_class(const Boxes& b, int64_t label, bool by_
 }
 
 inline void check_inputs(const std::vector<BoxSet>& preds, const std::vector<BoxSet>& targets, const std::string& where) {
-  OSTEONET_CHECK(!targets.empty(), where, ": needs at least one image, got 0 images");
   OSTEONET_CHECK(preds.size() == targets.size(), where, ": predictions and targets must list the same images, got ",
                  preds.size(), " predictions and ", targets.size(), " targets");
+  OSTEONET_CHECK(!targets.empty(), where, ": needs at least one image, got 0 images");
 }
 
 inline std::vector<int64_t> class_list(const std::vector<Boxes>& d, const std::vector<Boxes>& g) {
