@@ -44,6 +44,23 @@ void count_pairs(const T* t, const T* p, int64_t n, int64_t K, int64_t* hist) {
   for (int64_t j = 0; j < K * K; ++j) hist[j] += h[j] + h[K * K + j] + h[2 * K * K + j] + h[3 * K * K + j];
 }
 
+/// Sums of p, t and p & t over 0/1 bytes; 32-bit block sums keep the loop vectorisable.
+inline void binary_sums(const uint8_t* p, const uint8_t* t, int64_t n, int64_t& sp, int64_t& st, int64_t& both) {
+  constexpr int64_t block = 1 << 16;
+  for (int64_t s = 0; s < n; s += block) {
+    const int64_t e = std::min(n, s + block);
+    uint32_t a = 0, b = 0, c = 0;
+    for (int64_t j = s; j < e; ++j) {
+      a += p[j];
+      b += t[j];
+      c += p[j] & t[j];
+    }
+    sp += a;
+    st += b;
+    both += c;
+  }
+}
+
 }  // namespace detail
 
 /// Per-image, per-class counts (N, K, 3) int64: true positives, false positives, false negatives of each class
@@ -72,18 +89,19 @@ inline torch::Tensor overlap_counts(const torch::Tensor& y_pred, const torch::Te
   auto out = torch::zeros({N, K, 3}, torch::kInt64);
   auto oa = out.accessor<int64_t, 3>();
   for (int64_t i = 0; i < N; ++i) {
-    if (K == 2) {  // binary masks: three vectorised reductions beat a histogram
-      auto pi = p[i].to(torch::kBool), ti = t[i].to(torch::kBool);
-      const int64_t sp = pi.sum().item<int64_t>(), st = ti.sum().item<int64_t>();
-      const int64_t both = torch::logical_and(pi, ti).sum().item<int64_t>();
+    if (K == 2 && (is_bool || p.scalar_type() == torch::kUInt8)) {  // binary masks: one pass of byte sums
+      int64_t sp = 0, st = 0, both = 0;
+      detail::binary_sums(reinterpret_cast<const uint8_t*>(p.data_ptr()) + i * M,
+                          reinterpret_cast<const uint8_t*>(t.data_ptr()) + i * M, M, sp, st, both);
       const int64_t neither = M - sp - st + both;
       oa[i][1][0] = both; oa[i][1][1] = sp - both; oa[i][1][2] = st - both;
       oa[i][0][0] = neither; oa[i][0][1] = st - both; oa[i][0][2] = sp - both;
       continue;
     }
     std::vector<int64_t> hist(K * K, 0);  // hist[true * K + pred]
-    if (p.scalar_type() == torch::kUInt8)
-      detail::count_pairs(t.data_ptr<uint8_t>() + i * M, p.data_ptr<uint8_t>() + i * M, M, K, hist.data());
+    if (is_bool || p.scalar_type() == torch::kUInt8)
+      detail::count_pairs(reinterpret_cast<const uint8_t*>(t.data_ptr()) + i * M,
+                          reinterpret_cast<const uint8_t*>(p.data_ptr()) + i * M, M, K, hist.data());
     else
       detail::count_pairs(t.data_ptr<int64_t>() + i * M, p.data_ptr<int64_t>() + i * M, M, K, hist.data());
     for (int64_t k = 0; k < K; ++k) {
