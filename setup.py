@@ -7,11 +7,13 @@ from setuptools import setup
 from torch.utils.cpp_extension import BuildExtension, CppExtension
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+# Eigen (Debian's libeigen3-dev) installs its headers under include/eigen3.
+EIGEN = [d for d in ("/usr/include/eigen3", "/usr/local/include/eigen3") if os.path.isdir(d)]
 
 ext = CppExtension(
     name="osteonet._core",
     sources=sorted(glob.glob(os.path.join("bindings", "*.cpp"))),
-    include_dirs=[os.path.join(ROOT, "include"), os.path.join(ROOT, "bindings")],
+    include_dirs=[os.path.join(ROOT, "include"), os.path.join(ROOT, "bindings")] + EIGEN,
     extra_compile_args=["-O2", "-std=c++17", "-g0", "-Wno-unused-parameter"],
 )
 

@@ -16,3 +16,5 @@
 #include "osteonet/backbones/registry.hpp"
 #include "osteonet/backbones/resnet.hpp"
 #include "osteonet/backbones/vgg.hpp"
+
+#include "osteonet/metrics/metrics.hpp"
