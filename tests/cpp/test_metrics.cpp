@@ -1,5 +1,5 @@
 // doctest: metrics/*.hpp through the C++ API (values worked by hand or from scikit-learn / statsmodels).
-#include <doctest/doctest.h>
+#include "testing.hpp"
 
 #include <osteonet/metrics/metrics.hpp>
 
