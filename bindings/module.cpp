@@ -7,6 +7,7 @@
 
 namespace osteonet::bindings {
 void bind_models(pybind11::module_& m);
+void bind_detection(pybind11::module_& m);
 }  // namespace osteonet::bindings
 
 PYBIND11_MODULE(_core, m) {
@@ -14,4 +15,5 @@ PYBIND11_MODULE(_core, m) {
   m.attr("__version__") = osteonet::version();
   osteonet::bindings::register_error_translation();
   osteonet::bindings::bind_models(m);
+  osteonet::bindings::bind_detection(m);
 }
