@@ -19,8 +19,18 @@ def _randomise(model, seed):
         p = model.roi_heads.box_predictor
         p.cls_score.weight.mul_(20)
         p.cls_score.bias.copy_(torch.randn(p.cls_score.bias.shape, generator=g) * 2)
-        p.bbox_pred.weight.mul_(5)
         model.rpn.head.cls_logits.weight.mul_(20)
+
+
+def _scene(h, w, g):
+    """Rectangles of random colours on a smooth gradient (structure for the features to see)."""
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    img = torch.stack([xx, yy, (xx + yy) / 2]) * 0.5
+    for _ in range(6):
+        y1, x1 = int(torch.randint(0, h - 40, (1,), generator=g)), int(torch.randint(0, w - 40, (1,), generator=g))
+        hh, ww = int(torch.randint(20, h // 2, (1,), generator=g)), int(torch.randint(20, w // 2, (1,), generator=g))
+        img[:, y1:y1 + hh, x1:x1 + ww] = torch.rand(3, 1, 1, generator=g)
+    return img
 
 
 def _match(ours, ref):
@@ -33,8 +43,13 @@ def _match(ours, ref):
     assert ok.all(), f"{int((~ok).sum())} of {ok.numel()} torchvision detections unmatched"
 
 
-@pytest.mark.parametrize("name", ["fasterrcnn_resnet50_fpn", "fasterrcnn_mobilenet_v3_large_fpn"])
-def test_eval_parity_with_torchvision(name):
+# The random-weight MobileNetV3 detector scores thousands of boxes almost equally (0.139..0.145), so
+# float32 rounding (RoIAlign sums in another order) can reorder near-ties at NMS and the top-100 cut;
+# in float64 the rounding is far below the score gaps and the comparison is exact in substance.
+@pytest.mark.parametrize("name,dtype", [("fasterrcnn_resnet50_fpn", torch.float32),
+                                        ("fasterrcnn_resnet50_fpn", torch.float64),
+                                        ("fasterrcnn_mobilenet_v3_large_fpn", torch.float64)])
+def test_eval_parity_with_torchvision(name, dtype):
     torch.manual_seed(0)
     kwargs = dict(min_size=320, max_size=480)
     ref = getattr(torchvision.models.detection, name)(weights=None, weights_backbone=None, **kwargs)
@@ -43,8 +58,10 @@ def test_eval_parity_with_torchvision(name):
     ours = osteonet.create_model(name, **kwargs)
     ours.load_state_dict(ref.state_dict(), strict=True)
     ours.eval()
+    ref.to(dtype)
+    ours.to(dtype)
     g = torch.Generator().manual_seed(1)
-    images = [torch.rand(3, 300, 400, generator=g), torch.rand(3, 350, 270, generator=g)]
+    images = [_scene(300, 400, g).to(dtype), _scene(350, 270, g).to(dtype)]
     with torch.no_grad():
         a, b = ours(images), ref(images)
     for o, r in zip(a, b):

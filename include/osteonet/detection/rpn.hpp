@@ -25,7 +25,9 @@ class RPNHeadImpl : public torch::nn::Cloneable<RPNHeadImpl> {
   RPNHeadImpl(int64_t in_channels, int64_t num_anchors) : in_(in_channels), a_(num_anchors) { reset(); }
   void reset() override {
     auto conv_act = detail::Seq(detail::conv2d(in_, in_, 3, 1, 1, 1, 1, /*bias=*/true), torch::nn::ReLU(true));
-    conv = register_module("conv", detail::Seq(conv_act));
+    conv = detail::Seq();
+    conv->push_back(conv_act);  // torchvision's Sequential(Conv2dNormActivation): conv.0.0
+    register_module("conv", conv);
     cls_logits = register_module("cls_logits", torch::nn::Conv2d(torch::nn::Conv2dOptions(in_, a_, 1)));
     bbox_pred = register_module("bbox_pred", torch::nn::Conv2d(torch::nn::Conv2dOptions(in_, a_ * 4, 1)));
     torch::NoGradGuard g;
