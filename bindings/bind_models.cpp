@@ -12,22 +12,6 @@ using osteonet::backbones::BackboneImpl;
 
 namespace osteonet::bindings {
 
-namespace {
-
-std::vector<std::pair<std::string, torch::Tensor>> to_pairs(const torch::OrderedDict<std::string, torch::Tensor>& d) {
-  std::vector<std::pair<std::string, torch::Tensor>> out;
-  out.reserve(d.size());
-  for (const auto& kv : d) out.emplace_back(kv.key(), kv.value());
-  return out;
-}
-
-std::shared_ptr<torch::nn::Module> find_submodule(BackboneImpl& self, const std::string& qualname) {
-  for (const auto& kv : self.module().named_modules("", /*include_self=*/false))
-    if (kv.key() == qualname) return kv.value();
-  throw osteonet::ValueError("Backbone: no submodule named '" + qualname + "'");
-}
-
-}  // namespace
 
 void bind_models(py::module_& m) {
   py::class_<BackboneImpl, std::shared_ptr<BackboneImpl>>(m, "Backbone",
@@ -41,23 +25,11 @@ void bind_models(py::module_& m) {
       .def("check_input", &BackboneImpl::check_input)
       .def("train", [](BackboneImpl& self, bool mode) { self.train(mode); }, py::arg("mode") = true)
       .def("train_submodule",
-           [](BackboneImpl& self, const std::string& qualname, bool mode) { find_submodule(self, qualname)->train(mode); })
+           [](BackboneImpl& self, const std::string& qualname, bool mode) { find_submodule(self.module(), qualname, "Backbone")->train(mode); })
       .def_property_readonly("training", [](const BackboneImpl& self) { return self.is_training(); })
       .def("named_parameters", [](const BackboneImpl& self) { return to_pairs(self.named_parameters(true)); })
       .def("named_buffers", [](const BackboneImpl& self) { return to_pairs(self.named_buffers(true)); })
-      .def(
-          "module_tree",
-          [](BackboneImpl& self) {
-            // (qualified name, C++ type, local parameter names, local buffer names), parents first.
-            py::list out;
-            for (const auto& kv : self.module().named_modules("", /*include_self=*/false)) {
-              std::vector<std::string> params, buffers;
-              for (const auto& p : kv.value()->named_parameters(false)) params.push_back(p.key());
-              for (const auto& b : kv.value()->named_buffers(false)) buffers.push_back(b.key());
-              out.append(py::make_tuple(kv.key(), kv.value()->name(), params, buffers));
-            }
-            return out;
-          })
+      .def("module_tree", [](BackboneImpl& self) { return module_tree(self.module()); })
       .def_property_readonly("feature_info",
                              [](const BackboneImpl& self) {
                                py::list out;

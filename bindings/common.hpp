@@ -61,4 +61,33 @@ inline OptionMap to_option_map(const py::dict& kwargs) {
   return map;
 }
 
+/// (name, tensor) pairs of a LibTorch OrderedDict (parameters, buffers).
+inline std::vector<std::pair<std::string, torch::Tensor>> to_pairs(const torch::OrderedDict<std::string, torch::Tensor>& d) {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  out.reserve(d.size());
+  for (const auto& kv : d) out.emplace_back(kv.key(), kv.value());
+  return out;
+}
+
+/// (qualified name, C++ type, local parameter names, local buffer names) of every submodule,
+/// parents first: what the Python mirror (osteonet.models.CppModule) rebuilds as nn.Modules.
+inline py::list module_tree(torch::nn::Module& root) {
+  py::list out;
+  for (const auto& kv : root.named_modules("", /*include_self=*/false)) {
+    std::vector<std::string> params, buffers;
+    for (const auto& p : kv.value()->named_parameters(false)) params.push_back(p.key());
+    for (const auto& b : kv.value()->named_buffers(false)) buffers.push_back(b.key());
+    out.append(py::make_tuple(kv.key(), kv.value()->name(), params, buffers));
+  }
+  return out;
+}
+
+/// The submodule of `root` at `qualname` (ValueError when there is none).
+inline std::shared_ptr<torch::nn::Module> find_submodule(torch::nn::Module& root, const std::string& qualname,
+                                                         const std::string& where) {
+  for (const auto& kv : root.named_modules("", /*include_self=*/false))
+    if (kv.key() == qualname) return kv.value();
+  throw osteonet::ValueError(where + ": no submodule named '" + qualname + "'");
+}
+
 }  // namespace osteonet::bindings

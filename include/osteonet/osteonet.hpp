@@ -18,3 +18,15 @@
 #include "osteonet/backbones/vgg.hpp"
 
 #include "osteonet/metrics/metrics.hpp"
+
+#include "osteonet/detection/anchors.hpp"
+#include "osteonet/detection/box_ops.hpp"
+#include "osteonet/detection/detector_backbone.hpp"
+#include "osteonet/detection/faster_rcnn.hpp"
+#include "osteonet/detection/fpn.hpp"
+#include "osteonet/detection/nms.hpp"
+#include "osteonet/detection/roi_align.hpp"
+#include "osteonet/detection/roi_heads.hpp"
+#include "osteonet/detection/rpn.hpp"
+#include "osteonet/detection/sampling.hpp"
+#include "osteonet/detection/transform.hpp"

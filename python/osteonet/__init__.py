@@ -5,8 +5,9 @@ import torch  # noqa: F401  (must be imported before the extension, which links 
 from . import _core
 from . import metrics
 from . import models
+from . import detection
 from .models import create_model, list_models
 
 __version__ = _core.__version__
 
-__all__ = ["create_model", "list_models", "metrics", "models", "__version__"]
+__all__ = ["create_model", "list_models", "detection", "metrics", "models", "__version__"]

@@ -16,7 +16,7 @@ from torch import nn
 
 from . import _core
 
-__all__ = ["list_models", "model_info", "create_model", "OsteoModel", "InceptionOutputs"]
+__all__ = ["list_models", "model_info", "create_model", "CppModule", "OsteoModel", "InceptionOutputs"]
 
 #: Training-mode output of inception_v3 with its auxiliary head (torchvision's field names).
 InceptionOutputs = collections.namedtuple("InceptionOutputs", ["logits", "aux_logits"])
@@ -59,6 +59,12 @@ def create_model(name: str, num_classes: int = 1000, attention: Optional[str] = 
     """
     if not isinstance(name, str):
         raise TypeError(f"create_model: name must be a str, got {type(name).__name__}")
+    if name.startswith("fasterrcnn"):
+        from . import detection  # detectors: osteonet.detection.create_detector
+
+        if num_classes == 1000:  # create_model's classification default; detectors default to COCO's 91
+            num_classes = 91
+        return detection.create_detector(name, num_classes=num_classes, attention=attention, **options)
     if attention is not None and not isinstance(attention, str):
         raise TypeError(f"create_model: attention must be a str or None, got {type(attention).__name__}")
     _check_int("num_classes", num_classes, 0)
@@ -127,10 +133,15 @@ def _restore_identity(module: nn.Module, before: Dict[str, Dict[str, torch.Tenso
             table[key] = old
 
 
-class OsteoModel(nn.Module):
-    """A registered osteonet model. ``forward(x)`` returns logits (N x num_classes)."""
+class CppModule(nn.Module):
+    """Base of every Python module backed by a C++ osteonet module (``self._cpp``).
 
-    def __init__(self, cpp: "_core.Backbone", name: str, config: Dict[str, Any]) -> None:
+    The C++ object must offer ``named_parameters()``, ``named_buffers()``, ``module_tree()``,
+    ``train(mode)`` and ``train_submodule(qualname, mode)``; this class mirrors its hierarchy with the
+    same tensors and keeps them shared through ``to()``/``cuda()``/``double()``.
+    """
+
+    def __init__(self, cpp: Any, name: str, config: Dict[str, Any]) -> None:
         super().__init__()
         self._cpp = cpp
         self.model_name = name
@@ -156,6 +167,31 @@ class OsteoModel(nn.Module):
                 node.register_parameter(p, t)
             for b in bnames:
                 node.register_buffer(b, buffers[f"{qualname}.{b}"])
+
+    def train(self, mode: bool = True) -> "CppModule":
+        if not isinstance(mode, bool):
+            raise ValueError(f"{self.model_name}.train: mode must be a bool, got {type(mode).__name__}")
+        super().train(mode)
+        self._cpp.train(mode)
+        return self
+
+    def _apply(self, fn, *args, **kwargs):  # type: ignore[override]
+        before = {
+            name: {"_parameters": dict(m._parameters), "_buffers": dict(m._buffers)}
+            for name, m in self.named_modules()
+        }
+        super()._apply(fn, *args, **kwargs)
+        for name, m in self.named_modules():
+            _restore_identity(m, before[name])
+        return self
+
+    def __reduce__(self):
+        raise TypeError(f"{self.model_name}: pickle the state_dict() instead of the model "
+                        "(rebuild with osteonet.create_model and load_state_dict)")
+
+
+class OsteoModel(CppModule):
+    """A registered osteonet model. ``forward(x)`` returns logits (N x num_classes)."""
 
     # --- computation -------------------------------------------------------------------------
     def _check(self, x: Any, where: str) -> torch.Tensor:
@@ -190,23 +226,6 @@ class OsteoModel(nn.Module):
         return self._cpp.in_chans
 
     # --- nn.Module plumbing ------------------------------------------------------------------
-    def train(self, mode: bool = True) -> "OsteoModel":
-        if not isinstance(mode, bool):
-            raise ValueError(f"{self.model_name}.train: mode must be a bool, got {type(mode).__name__}")
-        super().train(mode)
-        self._cpp.train(mode)
-        return self
-
-    def _apply(self, fn, *args, **kwargs):  # type: ignore[override]
-        before = {
-            name: {"_parameters": dict(m._parameters), "_buffers": dict(m._buffers)}
-            for name, m in self.named_modules()
-        }
-        super()._apply(fn, *args, **kwargs)
-        for name, m in self.named_modules():
-            _restore_identity(m, before[name])
-        return self
-
     def __deepcopy__(self, memo: Dict[int, Any]) -> "OsteoModel":
         config = dict(self.config)
         clone = create_model(self.model_name, **config)
@@ -217,10 +236,6 @@ class OsteoModel(nn.Module):
         clone.train(self.training)
         memo[id(self)] = clone
         return clone
-
-    def __reduce__(self):
-        raise TypeError(f"{self.model_name}: pickle the state_dict() instead of the model "
-                        "(rebuild with osteonet.create_model and load_state_dict)")
 
     def extra_repr(self) -> str:
         return f"name={self.model_name!r}, num_classes={self.num_classes}, in_chans={self.in_chans}"

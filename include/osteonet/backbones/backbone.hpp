@@ -66,6 +66,11 @@ class BackboneImpl {
   /// Smallest height/width the network accepts.
   int64_t min_input_size() const { return min_input_size_; }
 
+  /// The stage-level ("dsnet" placement) attention after the stem stage / the last stage; identity
+  /// when there is none (public so that detectors that re-wire a backbone's stages can apply it).
+  torch::Tensor stem_attention(torch::Tensor x) { return attn_stem_ ? attn_stem_->forward(x) : x; }
+  torch::Tensor last_attention(torch::Tensor x) { return attn_last_ ? attn_last_->forward(x) : x; }
+
   /// Throws ValueError/TypeError when `x` is not a float N x in_chans x H x W batch of the model's dtype.
   void check_input(const torch::Tensor& x) const {
     OSTEONET_CHECK(x.defined(), model_name_, ": expected an input tensor, got an undefined tensor");
@@ -93,8 +98,6 @@ class BackboneImpl {
     num_classes_ = o.num_classes();
   }
 
-  torch::Tensor stem_attention(torch::Tensor x) { return attn_stem_ ? attn_stem_->forward(x) : x; }
-  torch::Tensor last_attention(torch::Tensor x) { return attn_last_ ? attn_last_->forward(x) : x; }
 
   std::string model_name_ = "backbone";
   int64_t in_chans_ = 3;

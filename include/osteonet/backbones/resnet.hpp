@@ -149,15 +149,15 @@ class ResNetImpl : public Backbone<ResNetImpl<Block>> {
   using Base::finish_init;
   using Base::in_chans_;
   using Base::init_common;
-  using Base::last_attention;
   using Base::model_name_;
   using Base::num_classes_;
   using Base::probe_;
   using Base::register_stage_attention;
-  using Base::stem_attention;
 
  public:
   using Base::check_input;
+  using Base::last_attention;
+  using Base::stem_attention;
   explicit ResNetImpl(ResNetOptions options, std::string name = "resnet") : options(std::move(options)) {
     model_name_ = std::move(name);
     reset();

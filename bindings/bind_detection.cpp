@@ -1,0 +1,128 @@
+// Python bindings of the detection ops (NMS, RoIAlign, boxes, anchors) and of Faster R-CNN
+// (osteonet._core.Detector; wrapped as a torch.nn.Module by osteonet.detection).
+#include <torch/extension.h>
+
+#include <osteonet/detection/faster_rcnn.hpp>
+
+#include "common.hpp"
+
+namespace py = pybind11;
+namespace det = osteonet::detection;
+
+namespace osteonet::bindings {
+
+namespace {
+
+std::vector<det::Target> to_targets(const py::list& targets, const std::string& where) {
+  std::vector<det::Target> out;
+  size_t i = 0;
+  for (const auto& t : targets) {
+    OSTEONET_CHECK_TYPE(py::isinstance<py::dict>(t), where, ": target ", i, " must be a dict with 'boxes' and 'labels'");
+    auto d = t.cast<py::dict>();
+    OSTEONET_CHECK(d.contains("boxes") && d.contains("labels"), where, ": target ", i,
+                   " must have keys 'boxes' and 'labels'");
+    out.push_back({d["boxes"].cast<torch::Tensor>(), d["labels"].cast<torch::Tensor>()});
+    ++i;
+  }
+  return out;
+}
+
+}  // namespace
+
+void bind_detection(py::module_& m) {
+  m.def("nms", &det::nms, py::arg("boxes"), py::arg("scores"), py::arg("iou_threshold"), py::arg("block") = 256,
+        py::call_guard<py::gil_scoped_release>());
+  m.def("batched_nms", &det::batched_nms, py::arg("boxes"), py::arg("scores"), py::arg("idxs"),
+        py::arg("iou_threshold"), py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "roi_align",
+      [](const torch::Tensor& input, const torch::Tensor& rois, std::array<int64_t, 2> output_size,
+         double spatial_scale, int64_t sampling_ratio, bool aligned) {
+        return det::roi_align(input, rois, output_size, spatial_scale, sampling_ratio, aligned);
+      },
+      py::arg("input"), py::arg("rois"), py::arg("output_size"), py::arg("spatial_scale") = 1.0,
+      py::arg("sampling_ratio") = -1, py::arg("aligned") = false, py::call_guard<py::gil_scoped_release>());
+  m.def("box_iou", &det::box_iou);
+  m.def("box_encode",
+        [](const torch::Tensor& reference, const torch::Tensor& proposals, std::array<double, 4> weights) {
+          return det::BoxCoder(weights).encode_single(reference, proposals);
+        });
+  m.def("box_decode", [](const torch::Tensor& codes, const torch::Tensor& boxes, std::array<double, 4> weights) {
+    return det::BoxCoder(weights).decode_single(codes, boxes);
+  });
+  m.def(
+      "grid_anchors",
+      [](const std::vector<std::vector<double>>& sizes, const std::vector<std::vector<double>>& ratios,
+         std::array<int64_t, 2> batch_hw, const std::vector<torch::Tensor>& features) {
+        det::AnchorGenerator g(det::AnchorGeneratorOptions().sizes(sizes).aspect_ratios(ratios));
+        return g->forward(batch_hw, features);
+      },
+      py::arg("sizes"), py::arg("aspect_ratios"), py::arg("batch_hw"), py::arg("features"));
+  m.def(
+      "multiscale_roi_align",
+      [](const std::vector<torch::Tensor>& features, const std::vector<torch::Tensor>& boxes,
+         const std::vector<std::array<int64_t, 2>>& image_sizes, int64_t output_size, int64_t sampling_ratio) {
+        return det::multiscale_roi_align(features, boxes, image_sizes, output_size, sampling_ratio);
+      },
+      py::arg("features"), py::arg("boxes"), py::arg("image_sizes"), py::arg("output_size") = 7,
+      py::arg("sampling_ratio") = 2);
+
+  py::class_<det::FasterRCNNImpl, std::shared_ptr<det::FasterRCNNImpl>>(m, "Detector",
+                                                                        "A C++ osteonet Faster R-CNN.")
+      .def("forward",
+           [](det::FasterRCNNImpl& self, const std::vector<torch::Tensor>& images, const py::object& targets) {
+             std::vector<det::Target> t;
+             const bool has_t = !targets.is_none();
+             if (has_t) t = to_targets(targets.cast<py::list>(), self.name());
+             det::DetectorOutput out;
+             {
+               py::gil_scoped_release release;
+               out = self.forward(images, has_t ? &t : nullptr);
+             }
+             if (self.is_training()) {
+               py::dict losses;
+               for (const auto& kv : out.losses) losses[py::str(kv.first)] = kv.second;
+               return py::object(losses);
+             }
+             py::list dets;
+             for (const auto& d : out.detections)
+               dets.append(py::dict(py::arg("boxes") = d.boxes, py::arg("labels") = d.labels,
+                                    py::arg("scores") = d.scores));
+             return py::object(dets);
+           },
+           py::arg("images"), py::arg("targets") = py::none())
+      .def("train", [](det::FasterRCNNImpl& self, bool mode) { self.train(mode); }, py::arg("mode") = true)
+      .def("train_submodule",
+           [](det::FasterRCNNImpl& self, const std::string& qualname, bool mode) {
+             find_submodule(self, qualname, self.name())->train(mode);
+           })
+      .def_property_readonly("training", [](const det::FasterRCNNImpl& self) { return self.is_training(); })
+      .def("named_parameters", [](const det::FasterRCNNImpl& self) { return to_pairs(self.named_parameters(true)); })
+      .def("named_buffers", [](const det::FasterRCNNImpl& self) { return to_pairs(self.named_buffers(true)); })
+      .def("module_tree", [](det::FasterRCNNImpl& self) { return module_tree(self); })
+      .def_property_readonly("name", &det::FasterRCNNImpl::name)
+      .def_property_readonly("num_classes", &det::FasterRCNNImpl::num_classes);
+
+  m.def(
+      "create_detector",
+      [](const std::string& name, const std::string& backbone, const std::string& attention, int64_t num_classes,
+         bool fpn, const py::dict& options) -> std::shared_ptr<det::FasterRCNNImpl> {
+        const std::vector<std::string> names{"fasterrcnn", "fasterrcnn_resnet50_fpn",
+                                             "fasterrcnn_mobilenet_v3_large_fpn"};
+        if (std::find(names.begin(), names.end(), name) == names.end())
+          throw_unknown_name("create_model", "detector", name, names);
+        det::FasterRCNNConfig c;
+        c.backbone = name == "fasterrcnn_mobilenet_v3_large_fpn" ? "mobilenet_v3_large"
+                     : name == "fasterrcnn_resnet50_fpn"         ? "resnet50"
+                                                                 : backbone;
+        c.attention = attention;
+        c.num_classes = num_classes;
+        c.fpn = name == "fasterrcnn" ? fpn : true;
+        c.options = to_option_map(options);
+        return det::fasterrcnn(c, name).ptr();
+      },
+      py::arg("name"), py::arg("backbone") = "resnet50", py::arg("attention") = "none", py::arg("num_classes") = 91,
+      py::arg("fpn") = true, py::arg("options") = py::dict());
+}
+
+}  // namespace osteonet::bindings

@@ -1,0 +1,257 @@
+// Faster R-CNN (Ren et al., NeurIPS 2015) assembled from replaceable parts as torchvision 0.14's
+// GeneralizedRCNN: transform -> backbone (+FPN) -> RPN -> RoI heads -> postprocess; and its builders
+// for DSNet (seed 000, Tables 1-2: ResNet-50 with none/SE/SK/DS, VGG16 and MobileNets with/without DS)
+// and torchvision's fasterrcnn_resnet50_fpn / fasterrcnn_mobilenet_v3_large_fpn.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cmath>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "osteonet/backbones/registry.hpp"
+#include "osteonet/core/options.hpp"
+#include "osteonet/detection/anchors.hpp"
+#include "osteonet/detection/detector_backbone.hpp"
+#include "osteonet/detection/roi_heads.hpp"
+#include "osteonet/detection/rpn.hpp"
+#include "osteonet/detection/transform.hpp"
+
+namespace osteonet::detection {
+
+/// What the detector returns: losses in training, detections in evaluation.
+struct DetectorOutput {
+  LossMap losses;
+  std::vector<Detection> detections;
+};
+
+class FasterRCNNImpl : public torch::nn::Cloneable<FasterRCNNImpl> {
+ public:
+  FasterRCNNImpl(GeneralizedRCNNTransform transform, DetectorBackbone backbone, RegionProposalNetwork rpn,
+                 RoIHeads roi_heads, int64_t num_classes, std::string name = "fasterrcnn")
+      : transform(std::move(transform)),
+        backbone(std::move(backbone)),
+        rpn(std::move(rpn)),
+        roi_heads(std::move(roi_heads)),
+        num_classes_(num_classes),
+        name_(std::move(name)) {
+    reset();
+  }
+  void reset() override {
+    register_module("transform", transform);
+    register_module("backbone", backbone);
+    register_module("rpn", rpn);
+    register_module("roi_heads", roi_heads);
+  }
+
+  /// Images: list of C x H x W float tensors (values in [0, 1]). Targets are required in training.
+  DetectorOutput forward(const std::vector<torch::Tensor>& images, const std::vector<Target>* targets = nullptr) {
+    OSTEONET_CHECK(!images.empty(), name_, ": expected a non-empty list of images");
+    if (is_training()) {
+      OSTEONET_CHECK(targets != nullptr, name_, ": targets are required in training mode");
+      check_targets(images, *targets);
+    }
+    std::vector<std::array<int64_t, 2>> original;
+    for (const auto& img : images) {
+      OSTEONET_CHECK(img.dim() == 3, name_, ": expected images of shape C x H x W, got shape ", img.sizes());
+      original.push_back({img.size(-2), img.size(-1)});
+    }
+    std::vector<Target> t;
+    if (targets) t = *targets;
+    auto list = transform->forward(images, targets ? &t : nullptr);
+    auto features = backbone->forward(list.tensors);
+    auto [proposals, rpn_losses] = rpn->forward(list, features, targets ? &t : nullptr);
+    auto [dets, det_losses] = roi_heads->forward(features, proposals, list.image_sizes, targets ? &t : nullptr);
+    DetectorOutput out;
+    if (is_training()) {
+      out.losses = det_losses;
+      out.losses.insert(rpn_losses.begin(), rpn_losses.end());
+    } else {
+      transform->postprocess(dets, list.image_sizes, original);
+      out.detections = std::move(dets);
+    }
+    return out;
+  }
+
+  /// One ValueError naming the image and box for degenerate, out-of-image or non-finite boxes and
+  /// labels outside 1..num_classes-1 (0 is the background).
+  void check_targets(const std::vector<torch::Tensor>& images, const std::vector<Target>& targets) const {
+    OSTEONET_CHECK(targets.size() == images.size(), name_, ": expected one target per image, got ", targets.size(),
+                   " targets for ", images.size(), " images");
+    for (size_t i = 0; i < targets.size(); ++i) {
+      const auto& b = targets[i].boxes;
+      const auto& l = targets[i].labels;
+      OSTEONET_CHECK(b.defined() && b.dim() == 2 && b.size(1) == 4, name_, ": target ", i,
+                     ": boxes must be a K x 4 tensor (x1, y1, x2, y2), got shape ",
+                     b.defined() ? b.sizes() : torch::IntArrayRef{});
+      OSTEONET_CHECK_TYPE(b.is_floating_point(), name_, ": target ", i, ": boxes must be floating point, got dtype=",
+                          b.dtype());
+      OSTEONET_CHECK(l.defined() && l.dim() == 1 && l.size(0) == b.size(0), name_, ": target ", i,
+                     ": labels must be a K tensor matching ", b.size(0), " boxes, got shape ",
+                     l.defined() ? l.sizes() : torch::IntArrayRef{});
+      OSTEONET_CHECK_TYPE(!l.is_floating_point(), name_, ": target ", i, ": labels must be integers, got dtype=",
+                          l.dtype());
+      if (b.size(0) == 0) continue;
+      auto bc = b.detach().to(torch::kCPU, torch::kDouble).contiguous();
+      auto lc = l.detach().to(torch::kCPU, torch::kLong).contiguous();
+      const double H = static_cast<double>(images[i].size(-2)), W = static_cast<double>(images[i].size(-1));
+      const double* p = bc.data_ptr<double>();
+      const int64_t* q = lc.data_ptr<int64_t>();
+      for (int64_t k = 0; k < b.size(0); ++k) {
+        const double x1 = p[4 * k], y1 = p[4 * k + 1], x2 = p[4 * k + 2], y2 = p[4 * k + 3];
+        const auto where = detail::str_cat(name_, ": target ", i, ", box ", k, " [", x1, ", ", y1, ", ", x2, ", ", y2, "]");
+        OSTEONET_CHECK(std::isfinite(x1) && std::isfinite(y1) && std::isfinite(x2) && std::isfinite(y2), where,
+                       ": coordinates must be finite");
+        OSTEONET_CHECK(x2 > x1 && y2 > y1, where, ": degenerate box, needs x2 > x1 and y2 > y1");
+        OSTEONET_CHECK(x1 >= 0 && y1 >= 0 && x2 <= W && y2 <= H, where, ": box outside the image of size ", W, "x",
+                       H, " (W x H)");
+        OSTEONET_CHECK(q[k] >= 1 && q[k] < num_classes_, where, ": label must be in 1..", num_classes_ - 1,
+                       " (0 is the background), got label=", q[k]);
+      }
+    }
+  }
+
+  int64_t num_classes() const { return num_classes_; }
+  const std::string& name() const { return name_; }
+
+  GeneralizedRCNNTransform transform;
+  DetectorBackbone backbone;
+  RegionProposalNetwork rpn;
+  RoIHeads roi_heads;
+
+ private:
+  int64_t num_classes_;
+  std::string name_;
+};
+TORCH_MODULE(FasterRCNN);
+
+/// Everything the builders read: backbone choice and torchvision's keyword options by name.
+struct FasterRCNNConfig {
+  /// resnet18/34/50/101, dsnet_resnet50, vgg16(_bn), mobilenet_v2, mobilenet_v3_large.
+  std::string backbone = "resnet50";
+  /// "none", "se", "eca", "sk", "ds" (placement via the option attention_placement).
+  std::string attention = "none";
+  int64_t num_classes = 91;
+  bool fpn = true;
+  /// torchvision's FasterRCNN keywords (min_size, max_size, rpn_*, box_*), backbone keywords
+  /// (attention_placement, attn_*) and fpn_channels / representation_size.
+  OptionMap options;
+};
+
+namespace detail_frcnn {
+
+inline std::vector<int64_t> int_list(const OptionMap& o, const std::string& key, std::vector<int64_t> def) {
+  if (!o.has(key)) return def;
+  return {o.get_int(key, 0)};
+}
+
+}  // namespace detail_frcnn
+
+/// Builds a Faster R-CNN on an osteonet backbone. Unknown options raise ValueError ("did you mean").
+inline FasterRCNN fasterrcnn(FasterRCNNConfig cfg, const std::string& name = "fasterrcnn") {
+  using namespace backbones;
+  OSTEONET_CHECK(cfg.num_classes >= 2, name, ": num_classes must be >= 2 (background + classes), got num_classes=",
+                 cfg.num_classes);
+  auto& o = cfg.options;
+  const std::vector<std::string> supported{"resnet18", "resnet34", "resnet50", "resnet101", "dsnet_resnet50",
+                                           "vgg16",    "vgg16_bn", "mobilenet_v2", "mobilenet_v3_large"};
+  if (std::find(supported.begin(), supported.end(), cfg.backbone) == supported.end())
+    throw_unknown_name(name, "backbone", cfg.backbone, supported);
+  models::ModelConfig mc;
+  mc.num_classes = 0;
+  mc.attention = cfg.attention;
+  mc.options = o;
+  auto net = models::model_entry(cfg.backbone).build(mc);
+  o = mc.options;  // keeps the record of the options the backbone read
+  const int64_t fpn_channels = o.get_int("fpn_channels", 256);
+  DetectorBackbone backbone{nullptr};
+  std::vector<std::vector<double>> sizes;
+  const bool is_mobilenet = cfg.backbone.rfind("mobilenet", 0) == 0;
+  if (is_mobilenet) {
+    auto mnet = std::dynamic_pointer_cast<MobileNetImpl>(net);
+    // torchvision's _mobilenet_extractor: the strided blocks start the stages; the FPN reads the
+    // first block of the last stage and the last layer (both stride 32).
+    const auto& fi = mnet->feature_info();
+    auto idx = [](const std::string& n) { return std::stoll(n.substr(n.find('.') + 1)); };
+    const int64_t last = idx(fi.back().name);
+    const int64_t last_stage_start = idx(fi[fi.size() - 2].name) + 1;
+    std::vector<int64_t> ret = cfg.fpn ? std::vector<int64_t>{last_stage_start, last} : std::vector<int64_t>{last};
+    backbone = DetectorBackbone(mnet, ret, cfg.fpn, fpn_channels);
+    const std::vector<double> s{32, 64, 128, 256, 512};
+    sizes.assign(static_cast<size_t>(backbone->num_outputs()), s);
+  } else {
+    const auto& fi = net->feature_info();
+    std::vector<int64_t> ret;
+    if (cfg.fpn) {
+      for (size_t i = 0; i < fi.size(); ++i)
+        if (fi[i].stride >= 4) ret.push_back(static_cast<int64_t>(i));
+      while (ret.size() > 4) ret.erase(ret.begin());
+      for (int64_t l = 0; l <= static_cast<int64_t>(ret.size()); ++l) sizes.push_back({32.0 * std::pow(2.0, l)});
+    } else {
+      ret = {static_cast<int64_t>(fi.size()) - 1};
+      sizes = {{32, 64, 128, 256, 512}};
+    }
+    backbone = DetectorBackbone(net, ret, cfg.fpn, fpn_channels);
+  }
+  std::vector<std::vector<double>> ratios(sizes.size(), std::vector<double>{0.5, 1.0, 2.0});
+  auto anchors = AnchorGenerator(AnchorGeneratorOptions().sizes(sizes).aspect_ratios(ratios));
+  const int64_t out_ch = backbone->out_channels();
+  auto head = RPNHead(out_ch, anchors->num_anchors_per_location()[0]);
+  RPNOptions ro;
+  ro.pre_nms_top_n_train(o.get_int("rpn_pre_nms_top_n_train", 2000))
+      .pre_nms_top_n_test(o.get_int("rpn_pre_nms_top_n_test", 1000))
+      .post_nms_top_n_train(o.get_int("rpn_post_nms_top_n_train", 2000))
+      .post_nms_top_n_test(o.get_int("rpn_post_nms_top_n_test", 1000))
+      .nms_thresh(o.get_double("rpn_nms_thresh", 0.7))
+      .fg_iou_thresh(o.get_double("rpn_fg_iou_thresh", 0.7))
+      .bg_iou_thresh(o.get_double("rpn_bg_iou_thresh", 0.3))
+      .batch_size_per_image(o.get_int("rpn_batch_size_per_image", 256))
+      .positive_fraction(o.get_double("rpn_positive_fraction", 0.5))
+      .score_thresh(o.get_double("rpn_score_thresh", is_mobilenet ? 0.05 : 0.0));
+  auto rpn = RegionProposalNetwork(anchors, head, ro);
+  const int64_t rep = o.get_int("representation_size", 1024);
+  RoIHeadsOptions rh;
+  rh.fg_iou_thresh(o.get_double("box_fg_iou_thresh", 0.5))
+      .bg_iou_thresh(o.get_double("box_bg_iou_thresh", 0.5))
+      .batch_size_per_image(o.get_int("box_batch_size_per_image", 512))
+      .positive_fraction(o.get_double("box_positive_fraction", 0.25))
+      .score_thresh(o.get_double("box_score_thresh", 0.05))
+      .nms_thresh(o.get_double("box_nms_thresh", 0.5))
+      .detections_per_img(o.get_int("box_detections_per_img", 100))
+      .pool_size(7)
+      .sampling_ratio(2)
+      .pooled_levels(std::min<int64_t>(4, backbone->num_body_maps()));
+  auto box_head = TwoMLPHead(out_ch * 7 * 7, rep);
+  auto predictor = FastRCNNPredictor(rep, cfg.num_classes);
+  auto roi_heads = RoIHeads(torch::nn::AnyModule(box_head), predictor, rh);
+  TransformOptions to;
+  to.min_size(detail_frcnn::int_list(o, "min_size", {800})).max_size(o.get_int("max_size", 1333));
+  auto transform = GeneralizedRCNNTransform(to);
+  o.check_all_used(name);
+  return FasterRCNN(transform, backbone, rpn, roi_heads, cfg.num_classes, name);
+}
+
+/// torchvision's fasterrcnn_resnet50_fpn (no pretrained weights: BatchNorm2d in the body, as
+/// torchvision builds it without weights). Load torchvision's state dict by name.
+inline FasterRCNN fasterrcnn_resnet50_fpn(int64_t num_classes = 91, OptionMap options = {}) {
+  FasterRCNNConfig c;
+  c.backbone = "resnet50";
+  c.num_classes = num_classes;
+  c.fpn = true;
+  c.options = std::move(options);
+  return fasterrcnn(c, "fasterrcnn_resnet50_fpn");
+}
+
+/// torchvision's fasterrcnn_mobilenet_v3_large_fpn (rpn_score_thresh 0.05 by default).
+inline FasterRCNN fasterrcnn_mobilenet_v3_large_fpn(int64_t num_classes = 91, OptionMap options = {}) {
+  FasterRCNNConfig c;
+  c.backbone = "mobilenet_v3_large";
+  c.num_classes = num_classes;
+  c.fpn = true;
+  c.options = std::move(options);
+  return fasterrcnn(c, "fasterrcnn_mobilenet_v3_large_fpn");
+}
+
+}  // namespace osteonet::detection

@@ -1,0 +1,190 @@
+// RoIAlign (He et al., Mask R-CNN, ICCV 2017) on LibTorch ops, with torchvision.ops.roi_align's
+// sampling semantics, and torchvision's MultiScaleRoIAlign (FPN level mapping, Lin et al. 2017 eq. 1).
+//
+// Differentiable w.r.t. the features by autograd (index_select + matmul), on CPU and CUDA. Bilinear
+// interpolation is separable, so every RoI gathers the rows x columns its samples touch and
+// contracts them with per-axis weight matrices (out = Wy · F · Wxᵀ).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cmath>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "osteonet/core/error.hpp"
+#include "osteonet/detection/box_ops.hpp"
+
+namespace osteonet::detection {
+
+namespace detail_roi {
+
+/// Sample positions along one axis -> (indices K x P x (G*2), weights K x P x (G*2)) with
+/// torchvision's bilinear rules (samples outside [-1, size] contribute 0; clamping at the border).
+inline std::pair<torch::Tensor, torch::Tensor> axis_weights(const torch::Tensor& start, const torch::Tensor& bin,
+                                                            int64_t pooled, int64_t grid, int64_t size) {
+  auto opts = start.options();
+  auto p = torch::arange(pooled, opts).view({1, pooled, 1});
+  auto g = (torch::arange(grid, opts) + 0.5).view({1, 1, grid});
+  // torchvision: start + p * bin + (g + .5) * bin / grid
+  auto pos = start.view({-1, 1, 1}) + p * bin.view({-1, 1, 1}) + g * bin.view({-1, 1, 1}) / static_cast<double>(grid);
+  auto valid = (pos >= -1.0).logical_and(pos <= static_cast<double>(size));
+  pos = pos.clamp_min(0);
+  auto low = pos.floor().to(torch::kLong);
+  auto at_end = low >= size - 1;
+  low = torch::where(at_end, torch::full_like(low, size - 1), low);
+  auto high = torch::where(at_end, low, low + 1);
+  pos = torch::where(at_end, low.to(pos.dtype()), pos);
+  auto l = pos - low.to(pos.dtype());
+  auto h = 1.0 - l;
+  auto scale = valid.to(pos.dtype()) / static_cast<double>(grid);
+  auto idx = torch::stack({low, high}, -1).flatten(2);               // K x P x 2G
+  auto w = torch::stack({h * scale, l * scale}, -1).flatten(2);      // K x P x 2G
+  return {idx, w};
+}
+
+/// RoIAlign for RoIs sharing one sampling grid (gh x gw). feat: (N*H*W) x C rows (channels last).
+inline torch::Tensor roi_align_grid(const torch::Tensor& feat_rows, int64_t H, int64_t W, const torch::Tensor& rois,
+                                    int64_t ph, int64_t pw, double spatial_scale, int64_t gh, int64_t gw,
+                                    bool aligned) {
+  const int64_t K = rois.size(0), C = feat_rows.size(1);
+  const double offset = aligned ? 0.5 : 0.0;
+  auto batch = rois.select(1, 0).to(torch::kLong);
+  auto x1 = rois.select(1, 1) * spatial_scale - offset, y1 = rois.select(1, 2) * spatial_scale - offset;
+  auto x2 = rois.select(1, 3) * spatial_scale - offset, y2 = rois.select(1, 4) * spatial_scale - offset;
+  auto rw = x2 - x1, rh = y2 - y1;
+  if (!aligned) {
+    rw = rw.clamp_min(1.0);
+    rh = rh.clamp_min(1.0);
+  }
+  auto [yi, wy] = axis_weights(y1, rh / static_cast<double>(ph), ph, gh, H);  // K x ph x 2gh
+  auto [xi, wx] = axis_weights(x1, rw / static_cast<double>(pw), pw, gw, W);  // K x pw x 2gw
+  const int64_t R = ph * 2 * gh, S = pw * 2 * gw;
+  // Block-diagonal weight matrices: Wy[k, p, r] nonzero only for the r of bin p.
+  auto eye_h = torch::eye(ph, wy.options()).view({1, ph, ph, 1});
+  auto Wy = (eye_h * wy.unsqueeze(1)).reshape({K, ph, R});
+  auto eye_w = torch::eye(pw, wx.options()).view({1, pw, pw, 1});
+  auto Wx = (eye_w * wx.unsqueeze(1)).reshape({K, pw, S});
+  auto rows = yi.reshape({K, R, 1}), cols = xi.reshape({K, 1, S});
+  auto flat = (batch.view({K, 1, 1}) * H + rows) * W + cols;                    // K x R x S
+  auto patch = feat_rows.index_select(0, flat.reshape(-1)).view({K, R, S, C});  // K x R x S x C
+  auto t = torch::matmul(Wx.unsqueeze(1), patch);                               // K x R x pw x C
+  auto out = torch::bmm(Wy, t.reshape({K, R, pw * C})).view({K, ph, pw, C});
+  return out.permute({0, 3, 1, 2});
+}
+
+}  // namespace detail_roi
+
+/// torchvision.ops.roi_align: input N x C x H x W, rois K x 5 (batch index, x1, y1, x2, y2) in input
+/// coordinates before `spatial_scale`; returns K x C x ph x pw. sampling_ratio <= 0: adaptive
+/// (ceil(roi size / output size) samples per bin, per RoI). Gradients flow to `input` only.
+inline torch::Tensor roi_align(const torch::Tensor& input, const torch::Tensor& rois, std::array<int64_t, 2> output_size,
+                               double spatial_scale = 1.0, int64_t sampling_ratio = -1, bool aligned = false) {
+  OSTEONET_CHECK(input.dim() == 4, "roi_align: input must be N x C x H x W, got shape ", input.sizes());
+  OSTEONET_CHECK(rois.dim() == 2 && rois.size(1) == 5, "roi_align: rois must be K x 5, got shape ", rois.sizes());
+  const int64_t C = input.size(1), H = input.size(2), W = input.size(3);
+  const int64_t ph = output_size[0], pw = output_size[1];
+  const int64_t K = rois.size(0);
+  auto out = torch::zeros({K, C, ph, pw}, input.options());
+  if (K == 0) return out;
+  auto r = rois.detach().to(input.dtype());
+  auto feat_rows = input.permute({0, 2, 3, 1}).reshape({-1, C});
+  // RoIs processed in chunks to bound the gathered patch memory (~64 MB).
+  auto run = [&](const torch::Tensor& sel, int64_t gh, int64_t gw) {
+    const int64_t per_roi = ph * 2 * gh * pw * 2 * gw * C;
+    const int64_t chunk = std::max<int64_t>(1, (int64_t{16} << 20) / std::max<int64_t>(per_roi, 1));
+    std::vector<torch::Tensor> parts;
+    for (int64_t s = 0; s < sel.size(0); s += chunk) {
+      auto idx = sel.narrow(0, s, std::min(chunk, sel.size(0) - s));
+      parts.push_back(detail_roi::roi_align_grid(feat_rows, H, W, r.index_select(0, idx), ph, pw, spatial_scale, gh,
+                                                 gw, aligned));
+    }
+    return torch::cat(parts, 0);
+  };
+  auto all = torch::arange(K, torch::TensorOptions().dtype(torch::kLong).device(input.device()));
+  if (sampling_ratio > 0) return run(all, sampling_ratio, sampling_ratio);
+  // Adaptive grids: group RoIs by their (gh, gw).
+  const double offset = aligned ? 0.5 : 0.0;
+  auto rw = r.select(1, 3) * spatial_scale - offset - (r.select(1, 1) * spatial_scale - offset);
+  auto rh = r.select(1, 4) * spatial_scale - offset - (r.select(1, 2) * spatial_scale - offset);
+  if (!aligned) {
+    rw = rw.clamp_min(1.0);
+    rh = rh.clamp_min(1.0);
+  }
+  auto gh = torch::ceil(rh / static_cast<double>(ph)).to(torch::kLong).clamp_min(0);
+  auto gw = torch::ceil(rw / static_cast<double>(pw)).to(torch::kLong).clamp_min(0);
+  auto key = (gh * (int64_t{1} << 20) + gw).to(torch::kCPU).contiguous();
+  std::map<int64_t, std::vector<int64_t>> groups;
+  for (int64_t k = 0; k < K; ++k) groups[key.data_ptr<int64_t>()[k]].push_back(k);
+  std::vector<torch::Tensor> results;
+  std::vector<torch::Tensor> indices;
+  for (const auto& [kk, members] : groups) {
+    const int64_t g_h = kk >> 20, g_w = kk & ((int64_t{1} << 20) - 1);
+    auto sel = torch::tensor(members, torch::kLong).to(input.device());
+    if (g_h == 0 || g_w == 0) continue;  // empty grid: torchvision outputs 0 (count clamps to 1)
+    results.push_back(run(sel, g_h, g_w));
+    indices.push_back(sel);
+  }
+  if (results.empty()) return out;
+  return out.index_copy(0, torch::cat(indices), torch::cat(results));
+}
+
+/// torchvision's LevelMapper: FPN level of each box, k0 = 4 at canonical size 224, clamped to
+/// [k_min, k_max], returned relative to k_min.
+inline torch::Tensor map_levels(const std::vector<torch::Tensor>& boxes, int64_t k_min, int64_t k_max,
+                                double canonical_scale = 224, double canonical_level = 4, double eps = 1e-6) {
+  std::vector<torch::Tensor> areas;
+  for (const auto& b : boxes) areas.push_back(box_area(b));
+  auto s = torch::sqrt(torch::cat(areas));
+  auto lv = torch::floor(canonical_level + torch::log2(s / canonical_scale) + eps);
+  lv = torch::clamp(lv, static_cast<double>(k_min), static_cast<double>(k_max));
+  return lv.to(torch::kLong) - k_min;
+}
+
+/// Scale (a power of two) of a feature map relative to the (largest) image size.
+inline double infer_scale(const torch::Tensor& feature, std::array<int64_t, 2> image_size) {
+  // torchvision: 2 ** round(log2(float32(h / H))), from the height.
+  const auto approx = static_cast<float>(static_cast<double>(feature.size(-2)) / static_cast<double>(image_size[0]));
+  const float l = std::log2(approx);
+  return std::pow(2.0, static_cast<double>(std::nearbyint(l)));
+}
+
+/// torchvision's MultiScaleRoIAlign: pools each box from the FPN level its size maps to (or from
+/// the only level). `features` are the maps selected by name, finest first.
+inline torch::Tensor multiscale_roi_align(const std::vector<torch::Tensor>& features,
+                                          const std::vector<torch::Tensor>& boxes,
+                                          const std::vector<std::array<int64_t, 2>>& image_sizes,
+                                          int64_t output_size = 7, int64_t sampling_ratio = 2) {
+  OSTEONET_CHECK(!features.empty(), "MultiScaleRoIAlign: no feature maps selected");
+  int64_t max_h = 0, max_w = 0;
+  for (const auto& s : image_sizes) {
+    max_h = std::max(max_h, s[0]);
+    max_w = std::max(max_w, s[1]);
+  }
+  std::vector<double> scales;
+  for (const auto& f : features) scales.push_back(infer_scale(f, {max_h, max_w}));
+  std::vector<torch::Tensor> rois_parts;
+  for (size_t i = 0; i < boxes.size(); ++i) {
+    auto ids = torch::full({boxes[i].size(0), 1}, static_cast<double>(i), boxes[i].options());
+    rois_parts.push_back(torch::cat({ids, boxes[i]}, 1));
+  }
+  auto rois = torch::cat(rois_parts, 0);
+  const std::array<int64_t, 2> out_sz{output_size, output_size};
+  if (features.size() == 1) return roi_align(features[0], rois, out_sz, scales[0], sampling_ratio);
+  const auto lvl_min = static_cast<int64_t>(-std::log2(scales.front()));
+  const auto lvl_max = static_cast<int64_t>(-std::log2(scales.back()));
+  auto levels = map_levels(boxes, lvl_min, lvl_max);
+  const int64_t C = features[0].size(1);
+  auto result = torch::zeros({rois.size(0), C, output_size, output_size}, features[0].options());
+  for (size_t l = 0; l < features.size(); ++l) {
+    auto idx = torch::where(levels == static_cast<int64_t>(l))[0];
+    if (idx.numel() == 0) continue;
+    auto r = roi_align(features[l], rois.index_select(0, idx), out_sz, scales[l], sampling_ratio);
+    result = result.index_copy(0, idx, r);
+  }
+  return result;
+}
+
+}  // namespace osteonet::detection

@@ -1,0 +1,94 @@
+// Detection parts: NMS, RoIAlign, box coder, anchors, and the Faster R-CNN (shapes, losses, errors).
+// Parity with torchvision (values, gradients, detections) is tested in tests/python/test_detection_*.py.
+#include "testing.hpp"
+#include <torch/torch.h>
+
+#include <osteonet/detection/faster_rcnn.hpp>
+
+namespace det = osteonet::detection;
+
+TEST_CASE("nms keeps the best of overlapping boxes, in score order") {
+  auto boxes = torch::tensor({0.f, 0.f, 10.f, 10.f, 1.f, 1.f, 11.f, 11.f, 20.f, 20.f, 30.f, 30.f}).view({3, 4});
+  auto scores = torch::tensor({0.5f, 0.9f, 0.7f});
+  auto keep = det::nms(boxes, scores, 0.5);
+  REQUIRE(keep.numel() == 2);
+  CHECK(keep[0].item<int64_t>() == 1);
+  CHECK(keep[1].item<int64_t>() == 2);
+  // Another category: nothing suppressed.
+  auto kb = det::batched_nms(boxes, scores, torch::tensor({0, 1, 0}, torch::kLong), 0.5);
+  CHECK(kb.numel() == 3);
+  // Blocks smaller than the input give the same answer.
+  auto b = torch::rand({300, 2}) * 100;
+  auto many = torch::cat({b, b + torch::rand({300, 2}) * 30 + 1}, 1);
+  auto s = torch::rand({300});
+  CHECK(torch::equal(det::nms(many, s, 0.4, 7), det::nms(many, s, 0.4, 1024)));
+}
+
+TEST_CASE("roi_align of a constant map is the constant; gradients reach the input") {
+  auto x = torch::full({1, 2, 16, 16}, 3.0).requires_grad_();
+  auto rois = torch::tensor({0.0, 2.0, 2.0, 10.0, 12.0, 0.0, 0.0, 0.0, 15.0, 15.0}).view({2, 5});
+  auto y = det::roi_align(x, rois, {7, 7}, 1.0, 2);
+  CHECK(y.sizes() == torch::IntArrayRef({2, 2, 7, 7}));
+  CHECK(torch::allclose(y, torch::full_like(y, 3.0)));
+  y.sum().backward();
+  CHECK(x.grad().sum().item<double>() == doctest::Approx(2 * 2 * 49).epsilon(1e-6));
+}
+
+TEST_CASE("box coder round trip and anchors") {
+  det::BoxCoder coder({10, 10, 5, 5});
+  auto props = torch::tensor({0.f, 0.f, 10.f, 20.f, 5.f, 5.f, 50.f, 40.f}).view({2, 4});
+  auto gt = torch::tensor({1.f, 2.f, 12.f, 18.f, 0.f, 8.f, 45.f, 44.f}).view({2, 4});
+  auto codes = coder.encode_single(gt, props);
+  CHECK(torch::allclose(coder.decode_single(codes, props), gt, 1e-4, 1e-4));
+  auto base = det::AnchorGeneratorImpl::generate_anchors({32}, {0.5, 1.0, 2.0});
+  CHECK(torch::equal(base.select(0, 1), torch::tensor({-16.f, -16.f, 16.f, 16.f})));
+}
+
+TEST_CASE("Faster R-CNN: torchvision's parameter names, eval detections and training losses") {
+  torch::manual_seed(0);
+  osteonet::OptionMap o({{"min_size", int64_t{96}}, {"max_size", int64_t{128}}});
+  auto model = det::fasterrcnn_mobilenet_v3_large_fpn(3, o);
+  auto params = model->named_parameters();
+  CHECK(params.contains("backbone.body.0.0.weight"));
+  CHECK(params.contains("backbone.fpn.inner_blocks.0.0.weight"));
+  CHECK(params.contains("rpn.head.conv.0.0.weight"));
+  CHECK(params.contains("roi_heads.box_predictor.bbox_pred.weight"));
+  std::vector<torch::Tensor> images{torch::rand({3, 100, 120}), torch::rand({3, 90, 80})};
+  model->eval();
+  {
+    torch::NoGradGuard g;
+    auto out = model->forward(images);
+    REQUIRE(out.detections.size() == 2);
+    CHECK(out.detections[0].boxes.size(1) == 4);
+    CHECK(out.detections[0].boxes.size(0) == out.detections[0].scores.size(0));
+  }
+  model->train();
+  std::vector<det::Target> targets{{torch::tensor({10.f, 10.f, 60.f, 50.f}).view({1, 4}), torch::tensor({1}, torch::kLong)},
+                                   {torch::tensor({5.f, 5.f, 40.f, 70.f}).view({1, 4}), torch::tensor({2}, torch::kLong)}};
+  auto losses = model->forward(images, &targets).losses;
+  CHECK(losses.size() == 4);
+  torch::Tensor total = torch::zeros({});
+  for (auto& kv : losses) total = total + kv.second;
+  total.backward();
+  CHECK(model->roi_heads->box_predictor->cls_score->weight.grad().defined());
+
+  targets[1].boxes = torch::tensor({5.f, 5.f, 5.f, 70.f}).view({1, 4});
+  CHECK_THROWS_WITH_AS(model->forward(images, &targets),
+                       doctest::Contains("target 1, box 0"), osteonet::ValueError);
+}
+
+TEST_CASE("DSNet detectors build on every supported backbone") {
+  for (const std::string bb : {"resnet50", "dsnet_resnet50", "vgg16", "mobilenet_v2"}) {
+    det::FasterRCNNConfig c;
+    c.backbone = bb;
+    c.attention = bb == "dsnet_resnet50" ? "ds" : "none";
+    c.num_classes = 2;
+    c.fpn = bb != "vgg16";
+    c.options = osteonet::OptionMap({{"min_size", int64_t{64}}, {"max_size", int64_t{64}}});
+    auto m = det::fasterrcnn(c);
+    m->eval();
+    torch::NoGradGuard g;
+    auto out = m->forward({torch::rand({3, 64, 64})});
+    CHECK(out.detections.size() == 1);
+  }
+}
