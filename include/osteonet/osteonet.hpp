@@ -19,6 +19,8 @@
 
 #include "osteonet/metrics/metrics.hpp"
 
+#include "osteonet/clinical/categories.hpp"
+
 #include "osteonet/detection/anchors.hpp"
 #include "osteonet/detection/box_ops.hpp"
 #include "osteonet/detection/detector_backbone.hpp"

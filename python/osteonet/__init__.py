@@ -3,6 +3,7 @@
 import torch  # noqa: F401  (must be imported before the extension, which links LibTorch)
 
 from . import _core
+from . import clinical
 from . import metrics
 from . import models
 from . import detection
@@ -10,4 +11,4 @@ from .models import create_model, list_models
 
 __version__ = _core.__version__
 
-__all__ = ["create_model", "list_models", "detection", "metrics", "models", "__version__"]
+__all__ = ["create_model", "list_models", "clinical", "detection", "metrics", "models", "__version__"]

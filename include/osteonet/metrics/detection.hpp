@@ -126,6 +126,17 @@ inline void check_inputs(const std::vector<BoxSet>& preds, const std::vector<Box
   OSTEONET_CHECK(!targets.empty(), where, ": needs at least one image, got 0 images");
 }
 
+/// Predictions and targets of every image, converted and checked (detections carry scores).
+inline std::pair<std::vector<Boxes>, std::vector<Boxes>> to_box_lists(const std::vector<BoxSet>& preds,
+                                                                     const std::vector<BoxSet>& targets) {
+  std::vector<Boxes> dts, gts;
+  for (std::size_t i = 0; i < targets.size(); ++i) {
+    dts.push_back(to_boxes(preds[i], true, "detection_map", i));
+    gts.push_back(to_boxes(targets[i], false, "detection_map", i));
+  }
+  return {std::move(dts), std::move(gts)};
+}
+
 inline std::vector<int64_t> class_list(const std::vector<Boxes>& d, const std::vector<Boxes>& g) {
   std::vector<int64_t> c;
   for (const auto* v : {&d, &g})
@@ -155,11 +166,7 @@ inline DetectionResult coco_evaluate(const std::vector<BoxSet>& preds, const std
   const auto rec_thrs = detail::linspace(0.0, 1.0, 101);
   const std::vector<std::pair<double, double>> areas = {{0, 1e10}, {0, 32.0 * 32}, {32.0 * 32, 96.0 * 96}, {96.0 * 96, 1e10}};
   const std::size_t I = targets.size(), T = iou_thresholds.size(), R = rec_thrs.size(), A = areas.size(), M = 3;
-  std::vector<detail::Boxes> dts, gts;
-  for (std::size_t i = 0; i < I; ++i) {
-    dts.push_back(detail::to_boxes(preds[i], true, "detection_map", i));
-    gts.push_back(detail::to_boxes(targets[i], false, "detection_map", i));
-  }
+  const auto [dts, gts] = detail::to_box_lists(preds, targets);
   const auto classes = detail::class_list(dts, gts);
   const std::size_t K = classes.size();
   const auto maxdet = static_cast<std::size_t>(max_dets.back());
@@ -346,11 +353,7 @@ inline DetectionResult voc_evaluate(const std::vector<BoxSet>& preds, const std:
   OSTEONET_CHECK(method == "voc" || method == "voc07", "detection_map: VOC method must be 'voc' or 'voc07', got '", method, "'");
   if (iou_thresholds.empty()) iou_thresholds = {0.5};
   const std::size_t I = targets.size(), T = iou_thresholds.size();
-  std::vector<detail::Boxes> dts, gts;
-  for (std::size_t i = 0; i < I; ++i) {
-    dts.push_back(detail::to_boxes(preds[i], true, "detection_map", i));
-    gts.push_back(detail::to_boxes(targets[i], false, "detection_map", i));
-  }
+  const auto [dts, gts] = detail::to_box_lists(preds, targets);
   const auto classes = detail::class_list(dts, gts);
   const std::size_t K = classes.size();
   auto aps = torch::full({(int64_t)T, (int64_t)K}, -1.0, torch::kFloat64);
