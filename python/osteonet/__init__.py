@@ -6,9 +6,10 @@ from . import _core
 from . import clinical
 from . import metrics
 from . import models
+from . import synth
 from . import detection
 from .models import create_model, list_models
 
 __version__ = _core.__version__
 
-__all__ = ["create_model", "list_models", "clinical", "detection", "metrics", "models", "__version__"]
+__all__ = ["create_model", "list_models", "clinical", "detection", "metrics", "models", "synth", "__version__"]
