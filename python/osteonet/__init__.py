@@ -6,10 +6,12 @@ from . import _core
 from . import clinical
 from . import metrics
 from . import models
+from . import split
 from . import synth
+from . import io
 from . import detection
 from .models import create_model, list_models
 
 __version__ = _core.__version__
 
-__all__ = ["create_model", "list_models", "clinical", "detection", "metrics", "models", "synth", "__version__"]
+__all__ = ["create_model", "list_models", "clinical", "detection", "metrics", "io", "models", "split", "synth", "__version__"]

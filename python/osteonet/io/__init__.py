@@ -1,5 +1,7 @@
-"""File writing helpers shared by osteonet: every file is written whole or not at all."""
+"""File I/O shared by osteonet: atomic writers and the readers hospitals' formats need."""
 
 from .atomic import atomic_write, write_json, write_text, write_with
+from .readers import read_dicom, read_dicom_series, read_image, read_manifest, read_nifti, read_volume, window
 
-__all__ = ["atomic_write", "write_json", "write_text", "write_with"]
+__all__ = ["atomic_write", "write_json", "write_text", "write_with", "read_dicom", "read_dicom_series", "read_image",
+           "read_manifest", "read_nifti", "read_volume", "window"]

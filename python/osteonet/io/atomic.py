@@ -43,7 +43,9 @@ def write_with(path: str, writer: Callable[[str], None]) -> None:
     """Atomically writes a file produced by a library that wants a path (PIL, pydicom, nibabel)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=os.path.splitext(path)[1], dir=folder)
+    base = os.path.basename(path)
+    suffix = base[base.index("."):] if "." in base else ""  # keep ".nii.gz": libraries choose the format by it
+    fd, tmp = tempfile.mkstemp(prefix="." + base + ".", suffix=suffix, dir=folder)
     os.close(fd)
     try:
         writer(tmp)

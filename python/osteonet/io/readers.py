@@ -1,0 +1,181 @@
+"""Readers for the formats hospitals use: DICOM files and series (sorted by position, HU through the
+rescale slope/intercept), NIfTI (nibabel), PNG/JPEG, and folders with a manifest.csv. Every failure is
+one ValueError naming the file and what was expected."""
+
+from __future__ import annotations
+
+import csv
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = ["read_dicom", "read_dicom_series", "read_nifti", "read_image", "read_volume", "window", "read_manifest"]
+
+
+def _must_exist(path: str, what: str) -> None:
+    if not os.path.exists(path):
+        raise ValueError(f"{path}: {what} not found")
+
+
+def read_dicom(path: str) -> Tuple[np.ndarray, Dict[str, object]]:
+    """One DICOM image -> (float32 array in modality units — HU for CT — , metadata)."""
+    import pydicom
+
+    _must_exist(path, "DICOM file")
+    try:
+        ds = pydicom.dcmread(path)
+        pixels = ds.pixel_array
+    except pydicom.errors.InvalidDicomError:
+        raise ValueError(f"{path}: not a DICOM file (no DICM preamble)") from None
+    except AttributeError:
+        raise ValueError(f"{path}: DICOM file has no pixel data") from None
+    except Exception as e:  # truncated pixel data, unsupported compression, ...
+        raise ValueError(f"{path}: unreadable DICOM ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
+    intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
+    data = pixels.astype(np.float32) * slope + intercept
+    spacing = [float(v) for v in getattr(ds, "PixelSpacing", [1.0, 1.0])]
+    meta = {"path": path, "modality": str(getattr(ds, "Modality", "")), "patient_id": str(getattr(ds, "PatientID", "")),
+            "series_uid": str(getattr(ds, "SeriesInstanceUID", "")), "pixel_spacing": spacing,
+            "slice_thickness": float(getattr(ds, "SliceThickness", 0) or 0),
+            "position": [float(v) for v in getattr(ds, "ImagePositionPatient", [0, 0, 0])],
+            "orientation": [float(v) for v in getattr(ds, "ImageOrientationPatient", [1, 0, 0, 0, 1, 0])],
+            "instance": int(getattr(ds, "InstanceNumber", 0) or 0), "rescale": (slope, intercept)}
+    return data, meta
+
+
+def read_dicom_series(folder: str, series_uid: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray, Dict[str, object]]:
+    """A folder of one DICOM series -> (volume [Z, Y, X] float32, 4x4 RAS affine (nibabel's convention),
+    metadata). Slices are sorted by their position along the slice normal (InstanceNumber when the
+    geometry is absent)."""
+    import pydicom
+
+    _must_exist(folder, "DICOM series folder")
+    if not os.path.isdir(folder):
+        raise ValueError(f"{folder}: expected a folder of DICOM files, got a file")
+    slices = []
+    for name in sorted(os.listdir(folder)):
+        p = os.path.join(folder, name)
+        if os.path.isdir(p) or name.startswith("."):
+            continue
+        try:
+            pydicom.dcmread(p, stop_before_pixels=True)
+        except Exception:
+            continue  # non-DICOM files (README, thumbs) are skipped
+        slices.append(read_dicom(p))
+    if not slices:
+        raise ValueError(f"{folder}: no DICOM files found")
+    uids = sorted({m["series_uid"] for _, m in slices})
+    if series_uid is None and len(uids) > 1:
+        raise ValueError(f"{folder}: {len(uids)} DICOM series found, pass series_uid= one of {uids}")
+    if series_uid is not None:
+        slices = [s for s in slices if s[1]["series_uid"] == series_uid]
+        if not slices:
+            raise ValueError(f"{folder}: no slice of series {series_uid}")
+    shapes = {a.shape for a, _ in slices}
+    if len(shapes) != 1:
+        raise ValueError(f"{folder}: slices differ in size, got {sorted(shapes)}")
+    o = np.array(slices[0][1]["orientation"], dtype=np.float64)
+    row, col = o[:3], o[3:]
+    normal = np.cross(row, col)
+    keys = [float(np.dot(normal, m["position"])) for _, m in slices]
+    if len(set(np.round(keys, 4))) == len(keys):
+        order = np.argsort(keys)
+    else:
+        order = np.argsort([m["instance"] for _, m in slices])
+    slices = [slices[i] for i in order]
+    volume = np.stack([a for a, _ in slices]).astype(np.float32)
+    first = slices[0][1]
+    dy, dx = first["pixel_spacing"]
+    dz = float(np.dot(normal, np.subtract(slices[-1][1]["position"], first["position"])) / (len(slices) - 1)) \
+        if len(slices) > 1 else (first["slice_thickness"] or 1.0)
+    # Voxel (k=z, j=y, i=x) -> LPS mm, then LPS -> RAS.
+    lps = np.eye(4)
+    lps[:3, 0] = normal * dz
+    lps[:3, 1] = col * dy
+    lps[:3, 2] = row * dx
+    lps[:3, 3] = first["position"]
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+    meta = {"patient_id": first["patient_id"], "series_uid": first["series_uid"], "slices": len(slices),
+            "spacing_zyx": (abs(dz), dy, dx), "files": [m["path"] for _, m in slices]}
+    return volume, affine, meta
+
+
+def read_nifti(path: str) -> Tuple[np.ndarray, np.ndarray]:
+    """A NIfTI file -> (float32 volume as stored, 4x4 affine)."""
+    import nibabel as nib
+
+    _must_exist(path, "NIfTI file")
+    try:
+        img = nib.load(path)
+        data = np.asarray(img.dataobj, dtype=np.float32)
+    except Exception as e:
+        raise ValueError(f"{path}: unreadable NIfTI ({type(e).__name__})") from None
+    return data, np.asarray(img.affine, dtype=np.float64)
+
+
+def read_image(path: str) -> np.ndarray:
+    """A PNG/JPEG/... image -> float32 grey array (values as stored, 0-255 for 8-bit)."""
+    from PIL import Image, UnidentifiedImageError
+
+    _must_exist(path, "image file")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I"):
+                return np.asarray(im, dtype=np.float32)
+            return np.asarray(im.convert("L"), dtype=np.float32)
+    except UnidentifiedImageError:
+        raise ValueError(f"{path}: not an image PIL can read (expected PNG, JPEG, ...)") from None
+    except OSError as e:
+        raise ValueError(f"{path}: unreadable image ({str(e).splitlines()[0]})") from None
+
+
+def read_volume(path: str):
+    """Dispatch by what `path` is: a folder (DICOM series), .nii/.nii.gz (NIfTI), .dcm (one DICOM
+    image), or an image file. Returns (array, affine-or-None, meta)."""
+    _must_exist(path, "input")
+    low = path.lower()
+    if os.path.isdir(path):
+        return read_dicom_series(path)
+    if low.endswith((".nii", ".nii.gz")):
+        data, affine = read_nifti(path)
+        return data, affine, {"path": path}
+    if low.endswith(".dcm"):
+        data, meta = read_dicom(path)
+        return data, None, meta
+    return read_image(path), None, {"path": path}
+
+
+def window(values: np.ndarray, center: float, width: float) -> np.ndarray:
+    """Intensity window to [0, 1] (e.g. bone: center 400, width 1800 HU)."""
+    if width <= 0:
+        raise ValueError(f"window: width must be positive, got width={width}")
+    lo = center - width / 2.0
+    return np.clip((np.asarray(values, dtype=np.float32) - lo) / width, 0.0, 1.0)
+
+
+def read_manifest(folder: str, required: Sequence[str] = ("path", "label"), check_files: bool = True) -> List[Dict[str, str]]:
+    """Rows of `folder/manifest.csv` (the format of ../shared/data: path relative to the folder, label,
+    ids). Missing file, missing columns, empty manifest or missing images raise one ValueError naming the file."""
+    path = os.path.join(folder, "manifest.csv")
+    _must_exist(path, "manifest")
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            columns = reader.fieldnames or []
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"{path}: not a CSV manifest ({type(e).__name__})") from None
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; expected at least {list(required)}, got {columns}")
+    if not rows:
+        raise ValueError(f"{path}: manifest has no rows")
+    if check_files:
+        for i, r in enumerate(rows):
+            p = os.path.join(folder, r["path"])
+            if not os.path.exists(p):
+                raise ValueError(f"{path}: row {i + 2} names {r['path']!r}, which does not exist")
+    return rows
