@@ -88,3 +88,47 @@ def test_bad_arguments():
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="level"):
         axial_lumbar_slice(rng, sample_patient(rng, "p", 0), sample_scanner(rng), "L7")
+
+
+def test_sagittal_fractures_lose_height_by_grade():
+    from osteonet.synth import GENANT_LOSS, sagittal_scan
+
+    rng = np.random.default_rng(3)
+    healthy = sagittal_scan(rng, 150, False, size=(20, 128, 128))
+    assert healthy.label == 0 and healthy.grades == [0] * 6
+    frac = sagittal_scan(rng, 60, True, size=(20, 128, 128))
+    assert frac.label == 1 and any(frac.grades) and all((g == 0) == (m == "") for g, m in zip(frac.grades, frac.morphologies))
+    assert set(GENANT_LOSS) == {1, 2, 3} and GENANT_LOSS[3][0] >= 0.4
+    # Bone voxels in the central sagittal slice: the fractured scan has less vertebral bone area.
+    centre = lambda s: (s.hu[s.hu.shape[0] // 2] > 250).sum()
+    assert centre(frac) < centre(healthy)
+
+
+def test_ovf_hip_dxa_datasets(tmp_path):
+    from osteonet.io import read_image, read_manifest, read_nifti
+    from osteonet.synth import generate_dxa_dataset, generate_hip_dataset, generate_ovf_dataset
+
+    generate_ovf_dataset(str(tmp_path / "ovf"), n_scans=2, seed=1, size=(8, 64, 64), progress=False)
+    rows = read_manifest(str(tmp_path / "ovf"), required=("path", "label", "patient_id", "grades"))
+    assert sorted(r["label"] for r in rows) == ["fracture", "no_fracture"]
+    vol, affine = read_nifti(str(tmp_path / "ovf" / rows[0]["path"]))
+    import nibabel as nib
+    assert vol.shape == (8, 64, 64) and "".join(nib.aff2axcodes(affine)) == "RIP"  # x->R, y->inferior, z->posterior
+    generate_hip_dataset(str(tmp_path / "hip"), n_images=3, seed=2, size=128, progress=False)
+    rows = read_manifest(str(tmp_path / "hip"), required=("path", "label", "label_mask", "mask_femoral_neck"))
+    lab = read_image(str(tmp_path / "hip" / rows[0]["label_mask"]))
+    assert set(np.unique(lab).astype(int)) <= {0, 1, 2, 3, 4} and (lab == 1).any() and (lab == 2).any()
+    neck = read_image(str(tmp_path / "hip" / rows[0]["mask_femoral_neck"])) > 0
+    assert ((lab == 1) | (lab == 3))[neck].all()
+    generate_dxa_dataset(str(tmp_path / "dxa"), n_images=4, seed=3, size=64, progress=False)
+    rows = read_manifest(str(tmp_path / "dxa"))
+    assert [r["label"] for r in rows] == ["normal", "osteoporosis"] * 2
+    assert all((float(r["t_score"]) <= -2.5) == (r["label"] == "osteoporosis") for r in rows)
+
+
+def test_dxa_intensity_tracks_bmd():
+    from osteonet.synth import dxa_spine
+
+    bright = [dxa_spine(np.random.default_rng(i), 1.0).astype(float).mean() for i in range(3)]
+    dark = [dxa_spine(np.random.default_rng(i), -3.5).astype(float).mean() for i in range(3)]
+    assert min(bright) > max(dark)

@@ -107,3 +107,107 @@ def _progress(total: int, enabled: bool, desc: str):
         return tqdm(total=total, desc=desc, unit="img")
     except ImportError:  # pragma: no cover
         return _NoBar()
+
+
+def _manifest(out: str, rows: List[Dict[str, object]], columns: List[str]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(os.path.join(out, "manifest.csv"), buf.getvalue())
+
+
+def _check_count(where: str, n: int) -> None:
+    if n < 1:
+        raise ValueError(f"{where}: need at least one item, got n={n}")
+
+
+def generate_ovf_dataset(out: str, n_scans: int = 20, seed: int = 0, size=(40, 256, 256), progress: bool = True,
+                         fracture_fraction: float = 0.5) -> Dict[str, object]:
+    """Sagittal CT stacks (NIfTI, RAS affine) with Genant-graded fractures and a per-scan label
+    (seed 002): `volumes/<id>.nii.gz` and manifest.csv (label fracture | no_fracture)."""
+    from .sagittal import sagittal_scan
+    from .writers import write_nifti
+
+    _check_count("generate_ovf_dataset", n_scans)
+    rng = np.random.default_rng(seed)
+    n_frac = int(round(fracture_fraction * n_scans))
+    flags = [True] * n_frac + [False] * (n_scans - n_frac)
+    rng.shuffle(flags)
+    rows = []
+    bar = _progress(n_scans, progress, "synth ovf")
+    for i, fractured in enumerate(flags):
+        pid = f"OVF{seed:03d}-{i:04d}"
+        # Fractures are more common at low BMD: fractured patients draw from a lower BMD distribution.
+        bmd = float(np.clip(rng.normal(85 if fractured else 130, 25), 30, 230))
+        scan = sagittal_scan(rng, bmd, fractured, size=size)
+        rel = os.path.join("volumes", f"{pid}.nii.gz")
+        write_nifti(os.path.join(out, rel), scan.hu, scan.affine)
+        rows.append({"path": rel, "label": "fracture" if scan.label else "no_fracture", "label_index": scan.label,
+                     "patient_id": pid, "grades": " ".join(map(str, scan.grades)),
+                     "morphologies": " ".join(m or "-" for m in scan.morphologies), "bmd": round(bmd, 2)})
+        bar.update(1)
+    bar.close()
+    _manifest(out, rows, ["path", "label", "label_index", "patient_id", "grades", "morphologies", "bmd"])
+    return {"scans": n_scans, "fractured": n_frac}
+
+
+def generate_hip_dataset(out: str, n_images: int = 30, seed: int = 0, size: int = 384, progress: bool = True) -> Dict[str, object]:
+    """Hip radiographs (seed 004): `images/<id>.png`, one mask PNG per region in `masks/`, a label
+    mask `labels/<id>.png` (0 background, 1 neck, 2 trochanter, 3 Ward's, 4 rest of total hip), and
+    manifest.csv with the WHO class."""
+    from .ct import CLASS_T_RANGES
+    from .radiographs import HIP_REGIONS, hip_radiograph
+
+    _check_count("generate_hip_dataset", n_images)
+    rng = np.random.default_rng(seed)
+    rows = []
+    bar = _progress(n_images, progress, "synth hip")
+    for i in range(n_images):
+        who = i % 3
+        t = float(rng.uniform(*CLASS_T_RANGES[who]))
+        pid = f"HIP{seed:03d}-{i:04d}"
+        hip = hip_radiograph(rng, t, who, size=size)
+        rel = os.path.join("images", f"{pid}.png")
+        write_png(os.path.join(out, rel), hip.image)
+        row = {"path": rel, "label": CLASS_NAMES[who], "label_index": who, "patient_id": pid, "t_score": round(t, 4)}
+        labels = np.zeros(hip.image.shape, np.uint8)
+        labels[hip.masks["total_hip"]] = 4
+        labels[hip.masks["femoral_neck"]] = 1
+        labels[hip.masks["greater_trochanter"]] = 2
+        labels[hip.masks["wards_triangle"]] = 3
+        for region in HIP_REGIONS:
+            mrel = os.path.join("masks", f"{pid}_{region}.png")
+            write_png(os.path.join(out, mrel), hip.masks[region].astype(np.uint8) * 255)
+            row[f"mask_{region}"] = mrel
+        lrel = os.path.join("labels", f"{pid}.png")
+        write_png(os.path.join(out, lrel), labels)
+        row["label_mask"] = lrel
+        rows.append(row)
+        bar.update(1)
+    bar.close()
+    _manifest(out, rows, ["path", "label", "label_index", "patient_id", "t_score", "label_mask"] +
+              [f"mask_{r}" for r in HIP_REGIONS])
+    return {"images": n_images}
+
+
+def generate_dxa_dataset(out: str, n_images: int = 40, seed: int = 0, size: int = 256, progress: bool = True) -> Dict[str, object]:
+    """Spine DXA-like AP images with a binary label (seed 001): osteoporosis (T <= -2.5) or normal."""
+    from .radiographs import dxa_spine
+
+    _check_count("generate_dxa_dataset", n_images)
+    rng = np.random.default_rng(seed)
+    rows = []
+    bar = _progress(n_images, progress, "synth dxa")
+    for i in range(n_images):
+        osteo = i % 2 == 1
+        t = float(rng.uniform(-4.0, -2.5) if osteo else rng.uniform(-2.4, 1.5))
+        pid = f"DXA{seed:03d}-{i:04d}"
+        rel = os.path.join("images", f"{pid}.png")
+        write_png(os.path.join(out, rel), dxa_spine(rng, t, size=size))
+        rows.append({"path": rel, "label": "osteoporosis" if osteo else "normal", "label_index": int(osteo),
+                     "patient_id": pid, "t_score": round(t, 4)})
+        bar.update(1)
+    bar.close()
+    _manifest(out, rows, ["path", "label", "label_index", "patient_id", "t_score"])
+    return {"images": n_images}
