@@ -21,6 +21,8 @@
 
 #include "osteonet/clinical/categories.hpp"
 
+#include "osteonet/segmentation/segmentation.hpp"
+
 #include "osteonet/detection/anchors.hpp"
 #include "osteonet/detection/box_ops.hpp"
 #include "osteonet/detection/detector_backbone.hpp"

@@ -7,6 +7,7 @@ from . import clinical
 from . import metrics
 from . import models
 from . import split
+from . import segmentation
 from . import synth
 from . import io
 from . import detection
@@ -14,4 +15,4 @@ from .models import create_model, list_models
 
 __version__ = _core.__version__
 
-__all__ = ["create_model", "list_models", "clinical", "detection", "metrics", "io", "models", "split", "synth", "__version__"]
+__all__ = ["create_model", "list_models", "clinical", "detection", "metrics", "io", "models", "segmentation", "split", "synth", "__version__"]

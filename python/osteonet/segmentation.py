@@ -1,0 +1,89 @@
+"""Segmentation (seeds 003, 004): U-Net (classic or with any osteonet backbone as encoder), U-Net++
+with deep supervision, Dice / cross-entropy / combined losses, sliding-window inference and region
+matting. C++: include/osteonet/segmentation/."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+import torch
+
+from . import _core
+from .models import CppModule
+
+__all__ = ["list_segmenters", "create_segmenter", "Segmenter", "dice_loss", "cross_entropy_loss", "combined_loss",
+           "sliding_window_inference", "mat_region"]
+
+_s = _core.segmentation
+
+
+def list_segmenters() -> List[str]:
+    return list(_s.list_segmenters())
+
+
+def create_segmenter(name: str = "unet", in_chans: int = 1, num_classes: int = 2, **options: Any) -> "Segmenter":
+    """"unet" (encoder=None|"resnet34"|..., base_channels=64, depth=4) or "unet_plusplus"
+    (base_channels=32, depth=4, deep_supervision=False, fast_inference=False)."""
+    if not isinstance(name, str):
+        raise TypeError(f"create_segmenter: name must be a str, got {type(name).__name__}")
+    for k, v in (("in_chans", in_chans), ("num_classes", num_classes)):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"create_segmenter: {k} must be an int, got {type(v).__name__}")
+    if options.get("encoder") is None:
+        options.pop("encoder", None)
+    cpp = _s.create_segmenter(name, in_chans, num_classes, options)
+    return Segmenter(cpp, name, dict(in_chans=in_chans, num_classes=num_classes, **options))
+
+
+class Segmenter(CppModule):
+    """Logits N x num_classes x H x W. With deep supervision in training mode: a list of logits, one
+    per U-Net++ head (average the losses); in eval: their mean (or the last with fast_inference)."""
+
+    def forward(self, x: torch.Tensor) -> Union[torch.Tensor, List[torch.Tensor]]:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{self.model_name}: expected a torch.Tensor, got {type(x).__name__}")
+        if self.training and self.config.get("deep_supervision"):
+            return list(self._cpp.forward_all(x))
+        return self._cpp.forward(x)
+
+    @property
+    def num_classes(self) -> int:
+        return self._cpp.num_classes
+
+    def __deepcopy__(self, memo: Dict[int, Any]) -> "Segmenter":
+        cfg = dict(self.config)
+        clone = create_segmenter(self.model_name, **cfg)
+        clone.load_state_dict(self.state_dict())
+        clone.train(self.training)
+        memo[id(self)] = clone
+        return clone
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, include_background: bool = True, eps: float = 1e-5) -> torch.Tensor:
+    """Soft Dice loss: softmax over C >= 2 classes (target: N x H x W indices) or a sigmoid for one
+    channel (target: N x [1 x] H x W of 0/1)."""
+    return _s.dice_loss(logits, target, include_background, eps)
+
+
+def cross_entropy_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return _s.cross_entropy_loss(logits, target)
+
+
+def combined_loss(logits: torch.Tensor, target: torch.Tensor, ce_weight: float = 1.0, dice_weight: float = 1.0) -> torch.Tensor:
+    return _s.combined_loss(logits, target, ce_weight, dice_weight)
+
+
+def sliding_window_inference(model: Union["Segmenter", Callable[[torch.Tensor], torch.Tensor]], image: torch.Tensor,
+                             window: Sequence[int], overlap: float = 0.5, blend: str = "gaussian") -> torch.Tensor:
+    """Blends `model` over overlapping windows of `image` (N x C x H x W); a window covering the
+    image runs the model once, so the result equals whole-image inference."""
+    window = [int(w) for w in window]
+    with torch.no_grad():
+        if isinstance(model, Segmenter):
+            return _s.sliding_window_segmenter(model._cpp, image, window, overlap, blend)
+        return _s.sliding_window_callable(model, image, window, overlap, blend)
+
+
+def mat_region(image: torch.Tensor, mask: torch.Tensor, size: int = 224, margin: float = 0.1) -> torch.Tensor:
+    """image · mask cropped to the mask's box (+ margin) and resized to size x size (C x H x W in and out)."""
+    return _s.mat_region(image, mask, size, margin)
