@@ -6,8 +6,10 @@ from . import _core
 from . import metrics
 from . import models
 from . import detection
+from . import train
+from . import data
 from .models import create_model, list_models
 
 __version__ = _core.__version__
 
-__all__ = ["create_model", "list_models", "detection", "metrics", "models", "__version__"]
+__all__ = ["create_model", "list_models", "detection", "metrics", "train", "data", "models", "__version__"]
