@@ -11,6 +11,7 @@ void bind_metrics(pybind11::module_& m);
 void bind_detection(pybind11::module_& m);
 void bind_clinical(pybind11::module_& m);
 void bind_segmentation(pybind11::module_& m);
+void bind_train(pybind11::module_& m);
 }  // namespace osteonet::bindings
 
 PYBIND11_MODULE(_core, m) {
@@ -22,4 +23,5 @@ PYBIND11_MODULE(_core, m) {
   osteonet::bindings::bind_detection(m);
   osteonet::bindings::bind_clinical(m);
   osteonet::bindings::bind_segmentation(m);
+  osteonet::bindings::bind_train(m);
 }

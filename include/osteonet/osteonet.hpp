@@ -34,3 +34,8 @@
 #include "osteonet/detection/rpn.hpp"
 #include "osteonet/detection/sampling.hpp"
 #include "osteonet/detection/transform.hpp"
+
+#include "osteonet/train/checkpoint.hpp"
+#include "osteonet/train/optim.hpp"
+#include "osteonet/train/schedule.hpp"
+#include "osteonet/train/trainer.hpp"

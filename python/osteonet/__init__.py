@@ -11,8 +11,11 @@ from . import segmentation
 from . import synth
 from . import io
 from . import detection
+from . import train
+from . import data
 from .models import create_model, list_models
 
 __version__ = _core.__version__
 
-__all__ = ["create_model", "list_models", "clinical", "detection", "metrics", "io", "models", "segmentation", "split", "synth", "__version__"]
+__all__ = ["create_model", "list_models", "clinical", "data", "detection", "io", "metrics", "models",
+           "segmentation", "split", "synth", "train", "__version__"]

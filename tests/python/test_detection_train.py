@@ -113,14 +113,11 @@ def test_ds_detector_overfits_to_map_1():
                                   min_size=128, max_size=128, rpn_batch_size_per_image=64,
                                   box_batch_size_per_image=64, rpn_score_thresh=0.0)
     images, targets = _toy_data(2)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    model.train()
-    for step in range(60):
-        losses = model(images, targets)
-        loss = sum(losses.values())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    # 60 Adam steps through the training engine: one batch of both images per epoch.
+    opt = osteonet.train.create_optimizer("adam", model, lr=1e-3)
+    trainer = osteonet.train.Trainer(model, opt, epochs=60, progress=False, seed=None)
+    history = trainer.fit([(images, targets)], osteonet.train.detection_step)
+    assert len(history) == 60 and history[-1]["train_loss"] < history[0]["train_loss"]
     model.eval()
     # From scratch, 60 steps leave BatchNorm's running statistics (momentum 0.01 in MobileNetV3) far
     # from the batch statistics the model trained with; evaluate with batch statistics (the BN

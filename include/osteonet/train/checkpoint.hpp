@@ -1,0 +1,281 @@
+// Training checkpoints: atomic file writes and one file format shared by the C++ and Python trainers.
+//
+// A checkpoint is a PyTorch zip archive holding one pickled dict (torch::pickle_save in C++, torch.save
+// in Python, so either side reads the other's with torch.load / torch::pickle_load):
+//   osteonet_checkpoint  int, format version (kCheckpointVersion)
+//   writer               "c++" or "python"
+//   epoch                int, epochs completed
+//   model                {name: tensor}: parameters and buffers (torchvision names, = Python state_dict)
+//   optimizer            C++: uint8 tensor (a torch::serialize archive); Python: torch.optim state_dict
+//   schedule             {name: float}: Schedule::state_dict()
+//   rng                  {"torch": uint8 tensor (CPU generator state), ...}
+//   extra                {name: float}: e.g. early-stopping counters, best metric
+//   history              [{name: float}]: the epoch log so far (so a resumed run's log is complete)
+#pragma once
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <torch/torch.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include "osteonet/core/error.hpp"
+#include "osteonet/train/schedule.hpp"
+
+namespace osteonet::train {
+
+/// The checkpoint format this library writes (and the newest it reads).
+constexpr int64_t kCheckpointVersion = 1;
+
+namespace detail {
+
+[[noreturn]] inline void throw_io(const std::string& path, const std::string& what) {
+  throw std::runtime_error("atomic_write " + path + ": " + what + " (" + std::strerror(errno) + ")");
+}
+
+inline std::string parent_dir(const std::string& path) {
+  const auto pos = path.find_last_of('/');
+  if (pos == std::string::npos) return ".";
+  return pos == 0 ? "/" : path.substr(0, pos);
+}
+
+}  // namespace detail
+
+/// Writes `size` bytes to `path` atomically: to `<path>.tmp`, fsync, rename over `path`, fsync the
+/// folder. A crash at any point leaves either the previous file or the new one, never a mix.
+inline void atomic_write(const std::string& path, const char* data, std::size_t size) {
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) detail::throw_io(tmp, "cannot open");
+  std::size_t done = 0;
+  while (done < size) {
+    const ssize_t n = ::write(fd, data + done, size - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      ::close(fd);
+      detail::throw_io(tmp, "write failed");
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  if (::fsync(fd) != 0) {
+    ::close(fd);
+    detail::throw_io(tmp, "fsync failed");
+  }
+  if (::close(fd) != 0) detail::throw_io(tmp, "close failed");
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) detail::throw_io(path, "rename failed");
+  const int dfd = ::open(detail::parent_dir(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {  // the rename itself durable; a folder that cannot be opened still got the file
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+inline void atomic_write(const std::string& path, const std::string& bytes) { atomic_write(path, bytes.data(), bytes.size()); }
+
+/// Checks the bytes of a would-be checkpoint before unpickling: a PyTorch zip archive (local-header
+/// magic at the start) that is complete (end-of-central-directory record at the end). Throws
+/// ValueError "checkpoint <path>: not an osteonet checkpoint (...)" or "checkpoint <path>: truncated (...)".
+inline void check_checkpoint_bytes(const std::string& path, const std::vector<char>& b) {
+  if (b.empty()) throw ValueError("checkpoint " + path + ": truncated (the file is empty)");
+  static const char kLocal[4] = {'P', 'K', 3, 4};
+  static const char kEnd[4] = {'P', 'K', 5, 6};
+  if (b.size() < 4 || std::memcmp(b.data(), kLocal, 4) != 0)
+    throw ValueError("checkpoint " + path + ": not an osteonet checkpoint (not a PyTorch zip archive)");
+  // The end record is 22 bytes plus a comment of at most 65535 bytes; PyTorch writes no comment.
+  const std::size_t lo = b.size() > 65557 ? b.size() - 65557 : 0;
+  bool found = false;
+  for (std::size_t i = b.size() >= 22 ? b.size() - 22 + 1 : 0; i-- > lo;) {
+    if (std::memcmp(b.data() + i, kEnd, 4) == 0) {
+      found = true;
+      break;
+    }
+  }
+  if (!found)
+    throw ValueError("checkpoint " + path + ": truncated (the zip archive has no end record; " +
+                     std::to_string(b.size()) + " bytes)");
+}
+
+/// The file's bytes, checked with check_checkpoint_bytes (ValueError when it cannot be read).
+inline std::vector<char> read_checkpoint_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ValueError("checkpoint " + path + ": cannot be read (no such file or no permission)");
+  std::vector<char> b((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  check_checkpoint_bytes(path, b);
+  return b;
+}
+
+/// The checkpoint's dict (checked: complete archive, unpicklable, the osteonet key, a version this reads).
+inline c10::impl::GenericDict read_checkpoint(const std::string& path) {
+  const auto bytes = read_checkpoint_bytes(path);
+  c10::IValue v;
+  try {
+    v = torch::pickle_load(bytes);
+  } catch (const c10::Error& e) {
+    std::string msg = e.what_without_backtrace();
+    msg = msg.substr(0, msg.find('\n'));
+    throw ValueError("checkpoint " + path + ": not an osteonet checkpoint (cannot be unpickled: " + msg + ")");
+  }
+  if (!v.isGenericDict())
+    throw ValueError("checkpoint " + path + ": not an osteonet checkpoint (holds a " + v.tagKind() + ", not a dict)");
+  auto d = v.toGenericDict();
+  if (!d.contains("osteonet_checkpoint"))
+    throw ValueError("checkpoint " + path + ": not an osteonet checkpoint (no 'osteonet_checkpoint' key)");
+  const auto ver = d.at("osteonet_checkpoint");
+  if (!ver.isInt())
+    throw ValueError("checkpoint " + path + ": not an osteonet checkpoint ('osteonet_checkpoint' is not an int)");
+  if (ver.toInt() > kCheckpointVersion)
+    throw ValueError("checkpoint " + path + ": format " + std::to_string(ver.toInt()) +
+                     " is newer than this osteonet reads, got version=" + std::to_string(ver.toInt()) +
+                     " (reads <= " + std::to_string(kCheckpointVersion) + ")");
+  return d;
+}
+
+/// Parameters and buffers by qualified name.
+inline c10::impl::GenericDict module_state(const torch::nn::Module& m) {
+  c10::impl::GenericDict d(c10::StringType::get(), c10::TensorType::get());
+  for (const auto& kv : m.named_parameters(true)) d.insert(kv.key(), kv.value().detach());
+  for (const auto& kv : m.named_buffers(true)) d.insert(kv.key(), kv.value().detach());
+  return d;
+}
+
+/// Copies a state dict into the module's tensors (every name present, equal shapes, nothing extra).
+inline void load_module_state(torch::nn::Module& m, const c10::impl::GenericDict& state, const std::string& where) {
+  torch::NoGradGuard no_grad;
+  std::size_t used = 0;
+  auto copy = [&](const std::string& name, torch::Tensor& t) {
+    OSTEONET_CHECK(state.contains(name), where, ": the model state lacks '", name, "'");
+    const auto src = state.at(name).toTensor();
+    OSTEONET_CHECK(src.sizes() == t.sizes(), where, ": shape of '", name, "' differs, got ", src.sizes(), " for ", t.sizes());
+    t.copy_(src);
+    ++used;
+  };
+  for (auto& kv : m.named_parameters(true)) copy(kv.key(), kv.value());
+  for (auto& kv : m.named_buffers(true)) copy(kv.key(), kv.value());
+  OSTEONET_CHECK(used == state.size(), where, ": the model state has ", state.size() - used,
+                 " name(s) this model lacks (a different architecture?), got ", state.size(), " entries");
+}
+
+/// A number of a checkpoint dict as a double (Python may have written an int).
+inline double as_double(const c10::IValue& v) { return v.isInt() ? static_cast<double>(v.toInt()) : v.toDouble(); }
+
+/// The default CPU generator's state (what torch.get_rng_state() returns in Python).
+inline torch::Tensor torch_rng_state() {
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return gen.get_state();
+}
+inline void set_torch_rng_state(const torch::Tensor& s) {
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(s);
+}
+
+/// What a checkpoint restores besides the tensors: epochs completed and the extra numbers saved.
+struct CheckpointInfo {
+  int64_t epoch = 0;
+  std::string writer;
+  std::map<std::string, double> extra;
+  std::vector<std::map<std::string, double>> history;
+};
+
+/// One epoch's log line: numbers by name.
+using EpochLog = std::map<std::string, double>;
+
+/// Saves model, optimiser (may be null), schedule (may be null), epochs completed, the torch CPU RNG
+/// state and extra numbers to `path`, atomically.
+inline void save_checkpoint(const std::string& path, const torch::nn::Module& model, const torch::optim::Optimizer* optimizer,
+                            const Schedule* schedule, int64_t epoch, const std::map<std::string, double>& extra = {},
+                            const std::vector<EpochLog>& history = {}) {
+  c10::impl::GenericDict d(c10::StringType::get(), c10::AnyType::get());
+  d.insert("osteonet_checkpoint", kCheckpointVersion);
+  d.insert("writer", std::string("c++"));
+  d.insert("epoch", epoch);
+  d.insert("model", module_state(model));
+  if (optimizer != nullptr) {
+    torch::serialize::OutputArchive ar;
+    optimizer->save(ar);
+    std::string bytes;
+    ar.save_to([&bytes](const void* p, size_t n) {
+      bytes.append(static_cast<const char*>(p), n);
+      return n;
+    });
+    d.insert("optimizer", torch::from_blob(bytes.data(), {static_cast<int64_t>(bytes.size())}, torch::kUInt8).clone());
+  }
+  c10::impl::GenericDict sched(c10::StringType::get(), c10::FloatType::get());
+  if (schedule != nullptr)
+    for (const auto& kv : schedule->state_dict()) sched.insert(kv.first, kv.second);
+  d.insert("schedule", sched);
+  c10::impl::GenericDict rng(c10::StringType::get(), c10::TensorType::get());
+  rng.insert("torch", torch_rng_state());
+  d.insert("rng", rng);
+  c10::impl::GenericDict ex(c10::StringType::get(), c10::FloatType::get());
+  for (const auto& kv : extra) ex.insert(kv.first, kv.second);
+  d.insert("extra", ex);
+  c10::impl::GenericList hist(c10::AnyType::get());
+  for (const auto& rec : history) {
+    c10::impl::GenericDict r(c10::StringType::get(), c10::FloatType::get());
+    for (const auto& kv : rec) r.insert(kv.first, kv.second);
+    hist.push_back(r);
+  }
+  d.insert("history", hist);
+  const auto bytes = torch::pickle_save(d);
+  atomic_write(path, bytes.data(), bytes.size());
+}
+
+/// Restores what save_checkpoint saved into `model`, `optimizer` and `schedule` (each may be null to
+/// skip it) and the torch CPU RNG state. The optimiser of a checkpoint written by Python's trainer
+/// (a torch.optim state_dict) cannot be restored here: pass null to load its model and schedule.
+inline CheckpointInfo load_checkpoint(const std::string& path, torch::nn::Module* model, torch::optim::Optimizer* optimizer,
+                                      Schedule* schedule, bool restore_rng = true) {
+  const auto d = read_checkpoint(path);
+  const std::string where = "checkpoint " + path;
+  auto need = [&](const char* key) {
+    OSTEONET_CHECK(d.contains(key), where, ": not an osteonet checkpoint (no '", key, "' key)");
+    return d.at(key);
+  };
+  CheckpointInfo info;
+  info.epoch = need("epoch").toInt();
+  info.writer = d.contains("writer") ? d.at("writer").toStringRef() : std::string("?");
+  if (model != nullptr) load_module_state(*model, need("model").toGenericDict(), where);
+  if (optimizer != nullptr) {
+    const auto o = need("optimizer");
+    OSTEONET_CHECK(o.isTensor(), where, ": the optimiser state was written by ", info.writer,
+                   " (a torch.optim state_dict), which C++ optimisers cannot load; pass optimizer=nullptr");
+    const auto t = o.toTensor().contiguous();
+    torch::serialize::InputArchive ar;
+    ar.load_from(static_cast<const char*>(t.data_ptr()), static_cast<std::size_t>(t.numel()));
+    optimizer->load(ar);
+  }
+  if (schedule != nullptr) {
+    ScheduleState s;
+    for (const auto& kv : need("schedule").toGenericDict()) s[kv.key().toStringRef()] = as_double(kv.value());
+    schedule->load_state_dict(s);
+  }
+  if (restore_rng) {
+    const auto rng = need("rng").toGenericDict();
+    if (rng.contains("torch")) set_torch_rng_state(rng.at("torch").toTensor());
+  }
+  if (d.contains("extra"))
+    for (const auto& kv : d.at("extra").toGenericDict()) info.extra[kv.key().toStringRef()] = as_double(kv.value());
+  if (d.contains("history")) {
+    for (const auto& rec : d.at("history").toListRef()) {
+      EpochLog e;
+      for (const auto& kv : rec.toGenericDict()) e[kv.key().toStringRef()] = as_double(kv.value());
+      info.history.push_back(std::move(e));
+    }
+  }
+  return info;
+}
+
+}  // namespace osteonet::train

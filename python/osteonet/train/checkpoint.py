@@ -1,0 +1,175 @@
+"""Checkpoints in the format the C++ trainer writes (include/osteonet/train/checkpoint.hpp), written atomically.
+
+A checkpoint is ``torch.save`` of one dict: ``osteonet_checkpoint`` (format version), ``writer``
+("python"/"c++"), ``epoch``, ``model`` (state_dict), ``optimizer`` (torch.optim state_dict here; a
+byte tensor from C++), ``schedule`` (the schedule's numbers), ``rng`` (torch, CUDA, NumPy and Python
+generator states as tensors and numbers, so C++'s torch::pickle_load reads the file too), ``extra``
+(early stopping, ...), ``history`` (the epoch log) and, with mixed precision on CUDA, ``scaler``.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import pickle
+import random
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from .. import _core
+
+__all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_summary", "atomic_write", "rng_state", "set_rng_state",
+           "CHECKPOINT_VERSION"]
+
+CHECKPOINT_VERSION = int(_core.train.CHECKPOINT_VERSION)
+
+
+class _BatchPickler(pickle._Pickler):  # type: ignore[name-defined]
+    """Pickles one-element lists and dicts with MARK..APPENDS / SETITEMS, as LibTorch's unpickler
+    (torch::pickle_load) reads them; CPython's pickler writes the single-item APPEND/SETITEM opcodes."""
+
+    def _batch_appends(self, items):  # noqa: D401
+        items = list(items)
+        if not items:
+            return
+        self.write(pickle.MARK)
+        for x in items:
+            self.save(x)
+        self.write(pickle.APPENDS)
+
+    def _batch_setitems(self, items):
+        items = list(items)
+        if not items:
+            return
+        self.write(pickle.MARK)
+        for k, v in items:
+            self.save(k)
+            self.save(v)
+        self.write(pickle.SETITEMS)
+
+
+class _PickleModule:
+    """What torch.save's ``pickle_module`` needs: a Pickler (and the names torch.load may look up)."""
+
+    Pickler = _BatchPickler
+    Unpickler = pickle.Unpickler
+    load = staticmethod(pickle.load)
+    dump = staticmethod(pickle.dump)
+    __name__ = "osteonet_pickle"
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Writes ``data`` to ``path`` via ``<path>.tmp``, fsync and rename (C++ ``atomic_write``): a crash
+    leaves the previous file or the new one, never a mix."""
+    _core.train.atomic_write(str(path), bytes(data))
+
+
+def rng_state() -> Dict[str, Any]:
+    """Every generator a training step may draw from: torch (CPU, CUDA), NumPy's global, Python's ``random``."""
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: Dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy_keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+        "numpy_pos": int(pos), "numpy_has_gauss": int(has_gauss), "numpy_gauss": float(cached),
+        "python": torch.tensor(mt, dtype=torch.int64), "python_version": int(version),
+        "python_gauss": float("nan") if gauss is None else float(gauss),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "numpy_keys" in state:
+        np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), int(state["numpy_pos"]),
+                             int(state["numpy_has_gauss"]), float(state["numpy_gauss"])))
+    if "python" in state:
+        gauss = float(state["python_gauss"])
+        random.setstate((int(state["python_version"]), tuple(int(v) for v in state["python"].tolist()),
+                         None if math.isnan(gauss) else gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(state["cuda"].unbind(0)))
+
+
+def save_checkpoint(path: str, model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
+                    schedule: Any = None, epoch: int = 0, extra: Optional[Dict[str, float]] = None,
+                    history: Optional[List[Dict[str, float]]] = None, scaler: Any = None) -> None:
+    """Saves everything a run needs to continue exactly, atomically (see the module docstring)."""
+    state: Dict[str, Any] = {
+        "osteonet_checkpoint": CHECKPOINT_VERSION,
+        "writer": "python",
+        "epoch": int(epoch),
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "schedule": dict(schedule.state_dict()) if schedule is not None else {},
+        "rng": rng_state(),
+        "extra": {k: float(v) for k, v in (extra or {}).items()},
+        "history": [{k: float(v) for k, v in rec.items()} for rec in (history or [])],
+    }
+    if optimizer is not None:
+        state["optimizer"] = optimizer.state_dict()
+    if scaler is not None and scaler.is_enabled():
+        state["scaler"] = scaler.state_dict()
+    buf = io.BytesIO()
+    torch.save(state, buf, pickle_module=_PickleModule)
+    atomic_write(path, buf.getvalue())
+
+
+def _read(path: str, map_location: Any = "cpu") -> Dict[str, Any]:
+    path = str(path)
+    _core.train.check_checkpoint_file(path)  # ValueError: missing, empty, not a zip archive, truncated
+    try:
+        state = torch.load(path, map_location=map_location)
+    except Exception as e:  # noqa: BLE001  (any unpickling failure is one clear error)
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"checkpoint {path}: not an osteonet checkpoint (cannot be unpickled: {msg})") from None
+    if not isinstance(state, dict) or "osteonet_checkpoint" not in state:
+        what = type(state).__name__
+        raise ValueError(f"checkpoint {path}: not an osteonet checkpoint (no 'osteonet_checkpoint' key in a {what})")
+    version = state["osteonet_checkpoint"]
+    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
+        raise ValueError(f"checkpoint {path}: format is newer than this osteonet reads, got version={version!r} "
+                         f"(reads <= {CHECKPOINT_VERSION})")
+    for key in ("epoch", "model"):
+        if key not in state:
+            raise ValueError(f"checkpoint {path}: not an osteonet checkpoint (no '{key}' key)")
+    return state
+
+
+def load_checkpoint(path: str, model: Optional[torch.nn.Module] = None, optimizer: Optional[torch.optim.Optimizer] = None,
+                    schedule: Any = None, restore_rng: bool = True, scaler: Any = None,
+                    map_location: Any = "cpu") -> Dict[str, Any]:
+    """Restores what :func:`save_checkpoint` (or the C++ trainer) saved into the given objects (each optional).
+
+    Returns ``{"epoch", "writer", "extra", "history"}``. A missing, empty, truncated or foreign file, or a
+    model state that does not fit ``model``, raises one ValueError naming the file.
+    """
+    state = _read(path, map_location)
+    if model is not None:
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            detail = " ".join(line.strip() for line in str(e).splitlines()[1:3])
+            raise ValueError(f"checkpoint {path}: the model state does not fit this model ({detail})") from None
+    if optimizer is not None:
+        opt = state.get("optimizer")
+        if opt is None or isinstance(opt, torch.Tensor):
+            raise ValueError(f"checkpoint {path}: holds no torch.optim state (written by {state.get('writer', '?')}); "
+                             "pass optimizer=None to load the model alone")
+        optimizer.load_state_dict(opt)
+    if schedule is not None:
+        schedule.load_state_dict({k: float(v) for k, v in state.get("schedule", {}).items()})
+    if scaler is not None and "scaler" in state:
+        scaler.load_state_dict(state["scaler"])
+    if restore_rng and "rng" in state:
+        set_rng_state(state["rng"])
+    return {"epoch": int(state["epoch"]), "writer": state.get("writer", "?"), "extra": dict(state.get("extra", {})),
+            "history": [dict(r) for r in state.get("history", [])]}
+
+
+def checkpoint_summary(path: str) -> Dict[str, Any]:
+    """Version, writer, epoch, keys and model tensor shapes, read by the C++ core (torch::pickle_load)."""
+    return dict(_core.train.checkpoint_summary(str(path)))
