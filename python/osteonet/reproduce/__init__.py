@@ -1,0 +1,1 @@
+"""Paper reproductions callable from Python and from `osteonet reproduce <paper>`."""
