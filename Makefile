@@ -20,8 +20,9 @@ SOURCES := $(shell find include bindings python -type f \( -name '*.hpp' -o -nam
 
 .PHONY: demo test setup deps venv install cpp test-cpp test-consumption test-python test-libtorch2 bench clean
 
+# The main job: reproduce DSNet's Tables 1 and 2 on the built-in lumbar CT (quick preset, CPU).
 demo: install
-	$(PY) -m osteonet.demo
+	$(PY) -m osteonet.cli reproduce dsnet --preset quick --out out/dsnet
 
 test: test-cpp test-consumption test-libtorch2 test-python
 
@@ -68,6 +69,7 @@ test-python: install
 	$(PY) -m pytest -q tests/python
 
 bench: install cpp
+	$(PY) -m osteonet.cli bench --out out/bench
 	$(PY) benchmarks/bench_backbones.py --out benchmarks/results
 
 clean:
