@@ -47,7 +47,8 @@ def _cmd_train(a) -> int:
     model = osteonet.create_model(a.model, num_classes=len(classes), in_chans=1, attention=a.attention, **kw)
     train_ds = C.ManifestImages(a.data, rows, tr_idx, classes, a.image_size, augment=True)
     test_ds = C.ManifestImages(a.data, rows, te_idx, classes, a.image_size)
-    tl = torch.utils.data.DataLoader(train_ds, batch_size=a.batch_size, shuffle=True)
+    # drop_last: a final batch of one sample breaks BatchNorm on pooled features in training
+    tl = torch.utils.data.DataLoader(train_ds, batch_size=a.batch_size, shuffle=True, drop_last=len(train_ds) > a.batch_size)
     vl = torch.utils.data.DataLoader(test_ds, batch_size=a.batch_size)
     opt = ot.create_optimizer(a.optimizer, model, lr=a.lr, weight_decay=1e-4)
     eval_fn = lambda m, epoch: {"test_accuracy": C.report(C.predict_loader(m, vl), classes)["accuracy"]}

@@ -1,7 +1,7 @@
 """DSNet (seed 000) Tables 1 and 2 on the built-in lumbar CT: generate the data, split 4:1 by patient,
 train each Faster R-CNN variant, evaluate, and write the tables beside the paper's numbers.
 
-Presets: `quick` (CPU, about 15 minutes on 2 cores: 30 patients x 4 slices, 192-pixel inputs, 3
+Presets: `quick` (CPU, about 15 minutes on 2 quiet cores: 30 patients x 3 slices, 160-pixel inputs, 3
 epochs, lighter RPN/RoI sampling; it shows the pipeline end to end, and its numbers are not
 comparable with the paper's) and `paper` (the paper's settings for a GPU: 133 patients x 36 slices,
 800-pixel inputs, SGD lr 0.01, batch 9, 100 epochs).
@@ -40,7 +40,7 @@ TABLE2 = [("ResNet50", "resnet50", (78.2, 88.1, 74.1, 0.1849)), ("ResNet50 + DS"
           ("MobileNet", "mobilenet", (80.9, 86.4, 73.0, 0.1856)), ("MobileNet + DS", "mobilenet+ds", (83.0, 88.1, 72.7, 0.1846))]
 
 PRESETS = {
-    "quick": dict(n_patients=30, slices_per_patient=4, min_size=192, max_size=192, epochs=3, batch_size=4, lr=0.01,
+    "quick": dict(n_patients=30, slices_per_patient=3, min_size=160, max_size=160, epochs=3, batch_size=4, lr=0.01,
                   detector=dict(rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=300, rpn_pre_nms_top_n_test=300,
                                 rpn_post_nms_top_n_test=100, rpn_batch_size_per_image=128, box_batch_size_per_image=64)),
     "paper": dict(n_patients=133, slices_per_patient=36, min_size=800, max_size=1333, epochs=100, batch_size=9, lr=0.01,
@@ -102,7 +102,8 @@ def run_variant(name: str, train_ds, test_ds, cfg: Dict, out: str, seed: int, pr
         opts["attention_placement"] = placement
     ot.seed_everything(seed)
     model = osteonet.create_model("fasterrcnn", backbone=backbone, attention=attention, num_classes=train_ds.num_classes, **opts)
-    loader = torch.utils.data.DataLoader(train_ds, batch_size=cfg["batch_size"], shuffle=True, collate_fn=collate)
+    loader = torch.utils.data.DataLoader(train_ds, batch_size=cfg["batch_size"], shuffle=True, collate_fn=collate,
+                                         drop_last=len(train_ds) > cfg["batch_size"])
     opt = ot.create_optimizer("sgd", model, lr=cfg["lr"], momentum=0.9, weight_decay=1e-4)
     run_dir = os.path.join(out, name.replace("+", "_"))
     trainer = ot.Trainer(model, opt, ot.make_schedule("cosine", t_max=max(1, cfg["epochs"])), epochs=cfg["epochs"],
