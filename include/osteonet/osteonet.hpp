@@ -19,6 +19,11 @@
 
 #include "osteonet/metrics/metrics.hpp"
 
+#include "osteonet/sequence/aggregators.hpp"
+#include "osteonet/sequence/occlusion.hpp"
+#include "osteonet/sequence/pipeline.hpp"
+#include "osteonet/sequence/slice_encoder.hpp"
+
 #include "osteonet/detection/anchors.hpp"
 #include "osteonet/detection/box_ops.hpp"
 #include "osteonet/detection/detector_backbone.hpp"
