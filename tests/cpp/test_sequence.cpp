@@ -42,7 +42,7 @@ TEST_CASE("lengths from a mask") {
   CHECK_THROWS_AS(seq::lengths_from_mask(torch::tensor({0, 1}).view({1, 2})), osteonet::ValueError);
 }
 
-TEST_CASE("LSTM aggregator: padded batch equals each sequence alone; order matters") {
+TEST_CASE("LSTM aggregator: padded batch equals each sequence alone, order matters") {
   torch::manual_seed(0);
   seq::LstmAggregator agg(seq::LstmAggregatorOptions().input_size(5).hidden_size(7));
   agg->eval();
