@@ -22,6 +22,10 @@
 #include "osteonet/clinical/categories.hpp"
 
 #include "osteonet/segmentation/segmentation.hpp"
+#include "osteonet/sequence/aggregators.hpp"
+#include "osteonet/sequence/occlusion.hpp"
+#include "osteonet/sequence/pipeline.hpp"
+#include "osteonet/sequence/slice_encoder.hpp"
 
 #include "osteonet/detection/anchors.hpp"
 #include "osteonet/detection/box_ops.hpp"

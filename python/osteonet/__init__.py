@@ -13,9 +13,10 @@ from . import io
 from . import detection
 from . import train
 from . import data
+from . import sequence
 from .models import create_model, list_models
 
 __version__ = _core.__version__
 
 __all__ = ["create_model", "list_models", "clinical", "data", "detection", "io", "metrics", "models",
-           "segmentation", "split", "synth", "train", "__version__"]
+           "segmentation", "sequence", "split", "synth", "train", "__version__"]

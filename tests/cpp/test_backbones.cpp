@@ -8,7 +8,7 @@ namespace om = osteonet::models;
 
 TEST_CASE("registry lists every model and builds each with described feature maps") {
   const auto names = om::list_models();
-  CHECK(names.size() == 14);
+  CHECK(names.size() == 15);
   for (const auto& n : names) {
     CAPTURE(n);
     om::ModelConfig cfg;

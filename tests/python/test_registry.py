@@ -56,8 +56,8 @@ def test_headless_model_returns_pooled_features(name):
 
 def test_list_models_and_info():
     names = osteonet.list_models()
-    assert len(names) == 14 and len(set(names)) == 14
-    assert "dsnet_resnet50" in names and "dxa_cnn21" in names
+    assert len(names) == 15 and len(set(names)) == 15
+    assert "dsnet_resnet50" in names and "dxa_cnn21" in names and "ovf_resnet34" in names
     assert osteonet.models.model_info("dxa_cnn21")["torchvision"] == ""
     assert osteonet._core.attention_names() == ["none", "se", "eca", "sk", "ds"]
 

@@ -16,6 +16,7 @@
 #include "osteonet/backbones/resnet.hpp"
 #include "osteonet/backbones/vgg.hpp"
 #include "osteonet/core/options.hpp"
+#include "osteonet/sequence/slice_encoder.hpp"
 
 namespace osteonet::models {
 
@@ -113,6 +114,15 @@ inline const std::vector<ModelEntry>& model_entries() {
          auto o = with_dropout<InceptionV3Options>(c, 0.5);
          o.aux_logits(c.options.get_bool("aux_logits", true)).transform_input(c.options.get_bool("transform_input", false));
          return inception_v3(o).ptr();
+       }},
+      {"ovf_resnet34", "Seed 002's slice encoder: ResNet-34 + FC 512->32 (BN, ReLU) + FC 32->1 (sequence/slice_encoder.hpp)", "",
+       [](const ModelConfig& c) -> BackbonePtr {
+         return sequence::OvfResNet34(sequence::OvfResNet34Options()
+                                          .num_classes(c.num_classes)
+                                          .in_chans(c.in_chans)
+                                          .attention(attention::attention_options(c.attention, c.options))
+                                          .embed_dim(c.options.get_int("embed_dim", 32)))
+             .ptr();
        }},
       {"dxa_cnn21", "21-layer plain CNN for spine DXA (seed 001; layers documented in dxa_cnn.hpp)", "",
        [](const ModelConfig& c) -> BackbonePtr { return dxa_cnn21(with_dropout<DxaCnnOptions>(c, 0.5)).ptr(); }},

@@ -1,0 +1,448 @@
+"""Seed 002: CNN/LSTM detection of osteoporotic vertebral fractures on CT, backed by osteonet's C++ core.
+
+A ResNet-34 slice encoder (``ovf_resnet34``: 512 -> 32 -> 1, sigmoid, BCE with every slice carrying its
+scan's label) scores each sagittal slice and gives a 32-d feature vector; an aggregator (max, mean,
+vote, or LSTM with 256 units) turns the scan's sequence into one probability (Table 1). See
+docs/sequence.md for the choices the paper leaves open.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import _core
+from .models import CppModule, OsteoModel, create_model
+
+__all__ = [
+    "SliceEncoder", "Aggregator", "ScanPipeline", "create_slice_encoder", "create_aggregator", "AGGREGATOR_NAMES",
+    "pad_sequences", "lengths_from_mask", "expand_scan_labels", "slice_bce_loss", "freeze_batchnorm",
+    "encoder_fc_parameters", "stage2_param_groups", "center_slice_range", "select_center_slices", "resize_slices",
+    "grey_to_rgb", "subtract_pixel_mean", "pixel_mean", "random_rotate_shift", "reorient_to_sagittal",
+    "predict_scan", "occlusion_sensitivity", "save_occlusion_overlay", "SAGITTAL_AXCODES",
+]
+
+AGGREGATOR_NAMES = tuple(_core.aggregator_names())
+#: Array axes after reorientation: slices run towards the patient's left, rows towards inferior,
+#: columns towards posterior (the usual sagittal display: head up, face to the viewer's left).
+SAGITTAL_AXCODES = ("L", "I", "P")
+
+_BN_TYPES = ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d")
+
+
+# ---- the slice encoder -----------------------------------------------------------------------------
+class SliceEncoder(OsteoModel):
+    """``ovf_resnet34``: ``forward(x)`` gives N x 1 logits; ``features(x)`` the N x 32 embedding."""
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """relu(bn1(fc1(pooled))): the 32-d vector the aggregators take (§3.3.1)."""
+        return self._cpp.features(self._check(x, "features"))
+
+    def backbone_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled ResNet-34 features (N x 512); cache them to train stage 2 with the backbone frozen."""
+        return self._cpp.backbone_features(self._check(x, "backbone_features"))
+
+    def embed(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The 32-d embedding from pooled features (N x 512): the part fine-tuned in stage 2."""
+        return self._cpp.embed(self._check(pooled, "embed"))
+
+    def head(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Logits (N x 1) from embeddings."""
+        return self._cpp.head(self._check(embedding, "head"))
+
+    @property
+    def embed_dim(self) -> int:
+        return self._cpp.embed_dim
+
+    def freeze_batchnorm(self, frozen: bool = True) -> "SliceEncoder":
+        """Keeps every BatchNorm in eval mode (through later ``train()`` calls) without gradients (§3.3.1)."""
+        self._cpp.set_batchnorm_frozen(bool(frozen))
+        self.train(self.training)
+        return self
+
+    @property
+    def batchnorm_frozen(self) -> bool:
+        return self._cpp.batchnorm_frozen
+
+    def train(self, mode: bool = True) -> "SliceEncoder":
+        super().train(mode)
+        if self._cpp.batchnorm_frozen:  # the C++ module re-froze them; mirror its flags
+            for m in self.modules():
+                if getattr(m, "_cpp_type", "") in _BN_TYPES:
+                    nn.Module.train(m, False)
+        return self
+
+    def load_torchvision_backbone(self, state_dict: Dict[str, torch.Tensor]) -> None:
+        """Loads a torchvision ``resnet34`` state dict (e.g. ImageNet weights) into ``backbone.*``; ``fc`` is skipped."""
+        mapped = {f"backbone.{k}": v for k, v in state_dict.items() if not k.startswith("fc.")}
+        own = self.state_dict()
+        missing = [k for k in own if k.startswith("backbone.") and k not in mapped]
+        if missing:
+            raise ValueError(f"load_torchvision_backbone: the state dict lacks {len(missing)} keys, e.g. {missing[0]}")
+        own.update(mapped)
+        self.load_state_dict(own)
+
+    def __deepcopy__(self, memo: Dict[int, Any]) -> "SliceEncoder":
+        clone = create_slice_encoder(**{k: v for k, v in self.config.items()})
+        clone.load_state_dict(self.state_dict())
+        clone.to(dtype=next(self.parameters()).dtype)
+        if self.batchnorm_frozen:
+            clone.freeze_batchnorm(True)
+        clone.train(self.training)
+        memo[id(self)] = clone
+        return clone
+
+
+def create_slice_encoder(num_classes: int = 1, in_chans: int = 3, attention: Optional[str] = None,
+                         embed_dim: int = 32, **options: Any) -> SliceEncoder:
+    """Builds the slice encoder ``ovf_resnet34`` (also ``osteonet.create_model("ovf_resnet34", num_classes=1)``)."""
+    base = create_model("ovf_resnet34", num_classes=num_classes, in_chans=in_chans, attention=attention,
+                        embed_dim=embed_dim, **options)
+    config = dict(num_classes=num_classes, in_chans=in_chans, attention=attention, embed_dim=embed_dim, **options)
+    return SliceEncoder(base._cpp, "ovf_resnet34", config)
+
+
+# ---- aggregators ------------------------------------------------------------------------------------
+def pad_sequences(seqs: Sequence[torch.Tensor], value: float = 0.0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A list of T_i x D (or T_i) tensors -> (B x T_max x D padded batch, B lengths)."""
+    if not isinstance(seqs, (list, tuple)) or not seqs:
+        raise ValueError("pad_sequences: expected a non-empty list of tensors")
+    seqs = [s.unsqueeze(1) if s.dim() == 1 else s for s in seqs]
+    if any(s.dim() != 2 or s.shape[0] == 0 for s in seqs):
+        raise ValueError("pad_sequences: every sequence must be T x D with T >= 1, got shapes "
+                         f"{[tuple(s.shape) for s in seqs]}")
+    lengths = torch.tensor([s.shape[0] for s in seqs], dtype=torch.long)
+    return nn.utils.rnn.pad_sequence(list(seqs), batch_first=True, padding_value=value), lengths
+
+
+def lengths_from_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Lengths from a B x T mask of valid steps (valid steps first in each row)."""
+    return _core.lengths_from_mask(mask)
+
+
+class Aggregator(CppModule):
+    """A slice aggregator: ``forward(x, lengths=None)`` -> scan probabilities (B).
+
+    ``x`` is a padded batch B x T x D (rule aggregators: D = 1 slice probabilities, or B x T), with
+    ``lengths`` (B) marking the valid steps, or a list of T_i x D tensors (padded here).
+    """
+
+    def _inputs(self, x: Any, lengths: Optional[torch.Tensor]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        if isinstance(x, (list, tuple)):
+            if lengths is not None:
+                raise ValueError(f"{self.model_name}: give lengths with a padded tensor, not with a list")
+            return pad_sequences(x)
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{self.model_name}: expected a tensor or a list of tensors, got {type(x).__name__}")
+        if self._cpp.takes_probabilities and x.dim() == 2:
+            x = x.unsqueeze(2)
+        return x, lengths
+
+    def forward(self, x: Any, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self._cpp.forward(*self._inputs(x, lengths))
+
+    def forward_logits(self, x: Any, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Scan logits (LSTM only): use with ``binary_cross_entropy_with_logits``."""
+        if not hasattr(self._cpp, "forward_logits"):
+            raise ValueError(f"{self.model_name}: only the 'lstm' aggregator has logits")
+        return self._cpp.forward_logits(*self._inputs(x, lengths))
+
+    @property
+    def takes_probabilities(self) -> bool:
+        """True for max/mean/vote (slice probabilities in), False for the LSTM (features in)."""
+        return self._cpp.takes_probabilities
+
+    @property
+    def input_dim(self) -> int:
+        return self._cpp.input_dim
+
+    def __deepcopy__(self, memo: Dict[int, Any]) -> "Aggregator":
+        clone = create_aggregator(self.model_name, **self.config)
+        clone.load_state_dict(self.state_dict())
+        if len(list(self.parameters())):
+            clone.to(dtype=next(self.parameters()).dtype)
+        clone.train(self.training)
+        memo[id(self)] = clone
+        return clone
+
+    def extra_repr(self) -> str:
+        return f"name={self.model_name!r}"
+
+
+def create_aggregator(name: str, **options: Any) -> Aggregator:
+    """``"max"``, ``"mean"``, ``"vote"`` (``threshold``=0.5) or ``"lstm"`` (``input_size``=32,
+    ``hidden_size``=256, ``num_layers``=1, ``dropout``=0.2)."""
+    if not isinstance(name, str):
+        raise TypeError(f"create_aggregator: name must be a str, got {type(name).__name__}")
+    cpp = _core.create_aggregator(name, options)
+    return Aggregator(cpp, cpp.name, options)
+
+
+# ---- losses and two-stage training helpers ----------------------------------------------------------
+def expand_scan_labels(labels: torch.Tensor, slices_per_scan: Union[torch.Tensor, Sequence[int]]) -> torch.Tensor:
+    """Label propagation (§2.1): every slice carries its scan's label. (B) labels, (B) counts -> (sum counts)."""
+    counts = torch.as_tensor(slices_per_scan, dtype=torch.long, device=labels.device)
+    if counts.dim() != 1 or counts.numel() != labels.numel():
+        raise ValueError(f"expand_scan_labels: expected one count per scan ({labels.numel()}), got shape {tuple(counts.shape)}")
+    return labels.reshape(-1).repeat_interleave(counts)
+
+
+def slice_bce_loss(slice_logits: torch.Tensor, scan_labels: torch.Tensor,
+                   slices_per_scan: Union[torch.Tensor, Sequence[int]]) -> torch.Tensor:
+    """Eq. (1): BCE averaged over all slices, each labelled with its scan's label (logits in, stable)."""
+    logits = slice_logits.reshape(-1)
+    target = expand_scan_labels(scan_labels.to(logits.dtype), slices_per_scan)
+    if target.numel() != logits.numel():
+        raise ValueError(f"slice_bce_loss: {logits.numel()} slice logits for {target.numel()} labelled slices")
+    return nn.functional.binary_cross_entropy_with_logits(logits, target)
+
+
+def freeze_batchnorm(model: nn.Module, frozen: bool = True) -> nn.Module:
+    """Freezes every BatchNorm of ``model`` (§3.3.1): eval mode kept through ``train()``, no gradients.
+
+    osteonet's :class:`SliceEncoder` does it in C++; any other module (e.g. torchvision's) gets its
+    BatchNorms switched to eval before every forward by a pre-hook.
+    """
+    if isinstance(model, SliceEncoder):
+        return model.freeze_batchnorm(frozen)
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        for p in m.parameters():
+            p.requires_grad_(not frozen)
+    old = getattr(model, "_osteonet_bn_hook", None)
+    if old is not None:
+        old.remove()
+        model._osteonet_bn_hook = None
+    if frozen:
+        for m in bns:
+            m.eval()
+
+        def _keep_eval(module, args):  # noqa: ANN001
+            for m in bns:
+                m.training = False
+
+        model._osteonet_bn_hook = model.register_forward_pre_hook(_keep_eval)
+    return model
+
+
+def encoder_fc_parameters(encoder: nn.Module, include_output: bool = False) -> List[nn.Parameter]:
+    """The encoder's FC layers fine-tuned in stage 2 (§3.3.2): ``fc1`` (and ``fc2`` when asked)."""
+    names = ("fc1.",) + (("fc2.",) if include_output else ())
+    return [p for n, p in encoder.named_parameters() if n.startswith(names)]
+
+
+def stage2_param_groups(encoder: nn.Module, aggregator: nn.Module, lr: float = 0.1,
+                        encoder_fc_lr: float = 1e-4, weight_decay: float = 1e-4) -> List[Dict[str, Any]]:
+    """Optimiser groups for stage 2 (§3.3.2): the aggregator at ``lr`` (0.1), the encoder's FC layers at 1e-4."""
+    return [
+        {"params": [p for p in aggregator.parameters() if p.requires_grad], "lr": lr, "weight_decay": weight_decay},
+        {"params": encoder_fc_parameters(encoder), "lr": encoder_fc_lr, "weight_decay": weight_decay},
+    ]
+
+
+# ---- preprocessing ---------------------------------------------------------------------------------
+def center_slice_range(num_slices: int, fraction: float = 0.05, min_slices: int = 1) -> Tuple[int, int]:
+    """(first index, count) of the centre ``fraction`` of the slices (§3.2: 5 %)."""
+    return tuple(_core.center_slice_range(int(num_slices), float(fraction), int(min_slices)))
+
+
+def select_center_slices(volume: torch.Tensor, fraction: float = 0.05, min_slices: int = 1) -> torch.Tensor:
+    return _core.select_center_slices(volume, float(fraction), int(min_slices))
+
+
+def resize_slices(x: torch.Tensor, size: int = 224, antialias: bool = True) -> torch.Tensor:
+    return _core.resize_slices(x, int(size), bool(antialias))
+
+
+def grey_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    return _core.grey_to_rgb(x)
+
+
+def subtract_pixel_mean(x: torch.Tensor, mean: Optional[torch.Tensor]) -> torch.Tensor:
+    return _core.subtract_pixel_mean(x, mean)
+
+
+def pixel_mean(slices: torch.Tensor, size: int = 224, antialias: bool = True) -> torch.Tensor:
+    """The per-pixel mean image (1 x 1 x size x size) of training slices."""
+    return _core.pixel_mean(slices, int(size), bool(antialias))
+
+
+def random_rotate_shift(x: torch.Tensor, max_degrees: float = 10.0, max_shift: float = 0.1,
+                        same_for_all: bool = False) -> torch.Tensor:
+    """Training augmentation (§3.2): random rotation and horizontal shift (fraction of the width)."""
+    return _core.random_rotate_shift(x, float(max_degrees), float(max_shift), bool(same_for_all))
+
+
+# ---- scan level -------------------------------------------------------------------------------------
+class ScanPipeline:
+    """Preprocessing + encoder + aggregator for whole scans (the C++ ``ScanPipeline``)."""
+
+    def __init__(self, encoder: SliceEncoder, aggregator: Aggregator, center_fraction: float = 0.05,
+                 min_slices: int = 1, image_size: int = 224, antialias: bool = True, threshold: float = 0.5,
+                 chunk_size: int = 64, pixel_mean: Optional[torch.Tensor] = None) -> None:
+        if not isinstance(encoder, SliceEncoder):
+            raise TypeError(f"ScanPipeline: encoder must be a SliceEncoder, got {type(encoder).__name__}")
+        if not isinstance(aggregator, Aggregator):
+            raise TypeError(f"ScanPipeline: aggregator must be an Aggregator, got {type(aggregator).__name__}")
+        self.encoder, self.aggregator = encoder, aggregator
+        self._cpp = _core.ScanPipeline(encoder._cpp, aggregator._cpp, float(center_fraction), int(min_slices),
+                                       int(image_size), bool(antialias), float(threshold), int(chunk_size), pixel_mean)
+
+    def preprocess(self, slices: torch.Tensor) -> torch.Tensor:
+        return self._cpp.preprocess(slices)
+
+    def _run(self, fn, x: torch.Tensor) -> Dict[str, Any]:
+        modes = (self.encoder.training, self.aggregator.training)
+        self.encoder.eval()
+        self.aggregator.eval()
+        try:
+            return fn(x)
+        finally:
+            self.encoder.train(modes[0])
+            self.aggregator.train(modes[1])
+
+    def predict_slices(self, slices: torch.Tensor) -> Dict[str, Any]:
+        """Slices already selected (T x H x W) -> probability, slice_probabilities, slice_indices, positive."""
+        return self._run(self._cpp.predict_slices, torch.as_tensor(slices))
+
+    def predict_volume(self, volume: torch.Tensor) -> Dict[str, Any]:
+        """A sagittal-first volume (S x H x W): the centre slices are selected first."""
+        return self._run(self._cpp.predict_volume, torch.as_tensor(volume))
+
+
+def reorient_to_sagittal(volume: Any, affine: Optional[np.ndarray] = None,
+                         axcodes: Optional[Sequence[str]] = None,
+                         target: Sequence[str] = SAGITTAL_AXCODES) -> np.ndarray:
+    """Reorders/flips the axes of a 3-D array so that axis 0 indexes sagittal slices.
+
+    The orientation of ``volume``'s axes comes from ``affine`` (4 x 4 voxel -> RAS+ world, nibabel's
+    convention: axis i of the array is column i of the affine) or from ``axcodes`` (the direction
+    each axis increases towards, e.g. ``("R", "A", "S")``). The result's axes follow ``target``
+    (default :data:`SAGITTAL_AXCODES`: slices towards the left, rows towards inferior, columns
+    towards posterior). Voxel spacing is not resampled.
+    """
+    from nibabel import orientations as ornt
+
+    arr = np.asarray(volume)
+    if arr.ndim != 3:
+        raise ValueError(f"reorient_to_sagittal: expected a 3-D volume, got shape {arr.shape}")
+    if (affine is None) == (axcodes is None):
+        raise ValueError("reorient_to_sagittal: give exactly one of affine and axcodes")
+    if affine is not None:
+        affine = np.asarray(affine, dtype=float)
+        if affine.shape != (4, 4):
+            raise ValueError(f"reorient_to_sagittal: affine must be 4 x 4, got shape {affine.shape}")
+        start = ornt.io_orientation(affine)
+    else:
+        codes = tuple(str(c).upper() for c in axcodes)
+        if len(codes) != 3:
+            raise ValueError(f"reorient_to_sagittal: axcodes must name 3 axes, got {axcodes}")
+        try:
+            start = ornt.axcodes2ornt(codes)
+        except Exception as e:  # nibabel raises on repeated or unknown codes
+            raise ValueError(f"reorient_to_sagittal: bad axcodes {axcodes}: {e}") from None
+    if np.isnan(start).any():
+        raise ValueError("reorient_to_sagittal: the affine/axcodes do not give a unique direction for every axis")
+    transform = ornt.ornt_transform(start, ornt.axcodes2ornt(tuple(target)))
+    return np.ascontiguousarray(ornt.apply_orientation(arr, transform))
+
+
+def predict_scan(encoder: SliceEncoder, aggregator: Aggregator, volume: Any, affine: Optional[np.ndarray] = None,
+                 axcodes: Optional[Sequence[str]] = None, **pipeline_options: Any) -> Dict[str, Any]:
+    """One CT scan -> fracture probability and per-slice scores.
+
+    ``volume``: a NIfTI path (loaded with nibabel; its affine gives the orientation), or a 3-D array /
+    tensor with ``affine`` or ``axcodes`` describing its axes. It is reoriented to sagittal (see
+    :func:`reorient_to_sagittal`), the centre slices are selected, preprocessed, encoded and aggregated.
+    ``pipeline_options``: :class:`ScanPipeline`'s (``center_fraction``, ``threshold``, ``pixel_mean``, ...).
+
+    Returns a dict: ``probability`` (float), ``positive`` (bool), ``slice_probabilities`` (T tensor),
+    ``slice_indices`` (their indices along the sagittal axis after reorientation).
+    """
+    if isinstance(volume, (str, os.PathLike)):
+        import nibabel
+
+        img = nibabel.load(os.fspath(volume))
+        if affine is not None or axcodes is not None:
+            raise ValueError("predict_scan: a NIfTI file carries its own affine; do not pass affine/axcodes")
+        data, affine = np.asarray(img.dataobj, dtype=np.float32), img.affine
+        if data.ndim == 4 and data.shape[3] == 1:
+            data = data[..., 0]
+    else:
+        data = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
+    sag = reorient_to_sagittal(data, affine=affine, axcodes=axcodes)
+    pipe = ScanPipeline(encoder, aggregator, **pipeline_options)
+    out = pipe.predict_volume(torch.from_numpy(sag.astype(np.float32, copy=False)))
+    out["probability"] = float(out["probability"])
+    return out
+
+
+# ---- occlusion sensitivity --------------------------------------------------------------------------
+def occlusion_sensitivity(model: Any, image: torch.Tensor, patch_size: int = 32, stride: int = 16,
+                          fill_value: float = 0.0, batch_size: int = 32) -> Dict[str, Any]:
+    """Occlusion sensitivity (C++): the drop of the output probability when a patch hides each region.
+
+    ``model``: a :class:`SliceEncoder` (probability = sigmoid of its logit, run entirely in C++) or any
+    callable mapping an N x C x H x W batch to N probabilities. ``image``: C x H x W (as the model takes
+    it, i.e. preprocessed). Returns ``heatmap`` (H x W, the mean drop of the patches covering each
+    pixel), ``grid`` (drop per patch position), ``ys``/``xs`` (patch corners), ``base_probability``.
+    """
+    if isinstance(model, SliceEncoder):
+        target = model._cpp
+    elif callable(model):
+        def target(x):  # noqa: ANN001
+            with torch.no_grad():
+                return model(x)
+    else:
+        raise TypeError(f"occlusion_sensitivity: model must be a SliceEncoder or a callable, got {type(model).__name__}")
+    return _core.occlusion_sensitivity(target, image, int(patch_size), int(stride), float(fill_value), int(batch_size))
+
+
+def save_occlusion_overlay(image: Any, heatmap: Any, path: Union[str, os.PathLike], alpha: float = 0.45,
+                           cmap: str = "jet", title: Optional[str] = None, dpi: int = 100) -> str:
+    """Writes a PNG of the grey ``image`` (H x W, or C x H x W: first channel) with ``heatmap`` overlaid.
+
+    The file is written atomically (temporary file in the same folder, fsync, ``os.replace``).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    img = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    heat = heatmap.detach().cpu().numpy() if isinstance(heatmap, torch.Tensor) else np.asarray(heatmap)
+    if img.ndim == 3:
+        img = img[0]
+    if img.ndim != 2 or heat.shape != img.shape:
+        raise ValueError(f"save_occlusion_overlay: expected an H x W image and heat map of one size, got "
+                         f"{img.shape} and {heat.shape}")
+    path = os.fspath(path)
+    h, w = img.shape
+    fig = Figure(figsize=(w / dpi, h / dpi), dpi=dpi)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes([0, 0, 1, 1])
+    ax.imshow(img, cmap="gray", interpolation="nearest")
+    lim = float(np.abs(heat).max()) or 1.0
+    ax.imshow(heat, cmap=cmap, alpha=alpha, vmin=-lim if (heat < 0).any() else 0.0, vmax=lim, interpolation="bilinear")
+    if title:
+        ax.set_title(title, fontsize=8, color="white", y=0.95)
+    ax.set_axis_off()
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".overlay-", suffix=".png", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format="png", dpi=dpi)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
