@@ -447,12 +447,17 @@ inline torch::Tensor multiscale_roi_align(const std::vector<torch::Tensor>& feat
   const auto lvl_max = static_cast<int64_t>(-std::log2(scales.back()));
   auto levels = map_levels(boxes, lvl_min, lvl_max);
   const int64_t C = features[0].size(1);
-  auto result = torch::zeros({rois.size(0), C, output_size, output_size}, features[0].options());
+  std::vector<torch::Tensor> level_idx;
+  for (size_t l = 0; l < features.size(); ++l) level_idx.push_back(torch::where(levels == static_cast<int64_t>(l))[0]);
+  for (size_t l = 0; l < features.size(); ++l)  // all RoIs on one level: no scatter needed
+    if (level_idx[l].numel() == rois.size(0)) return roi_align(features[l], rois, out_sz, scales[l], sampling_ratio);
+  // Every RoI maps to exactly one level, so every row of `result` is written.
+  auto result = torch::empty({rois.size(0), C, output_size, output_size}, features[0].options());
   for (size_t l = 0; l < features.size(); ++l) {
-    auto idx = torch::where(levels == static_cast<int64_t>(l))[0];
+    const auto& idx = level_idx[l];
     if (idx.numel() == 0) continue;
     auto r = roi_align(features[l], rois.index_select(0, idx), out_sz, scales[l], sampling_ratio);
-    result = result.index_copy(0, idx, r);
+    result.index_copy_(0, idx, r);  // in place: autograd records it, no copy of the whole result
   }
   return result;
 }
