@@ -111,3 +111,10 @@ def test_trainable_backbone_layers_mobilenet(layers):
 def test_trainable_backbone_layers_range(name, value):
     with pytest.raises(ValueError, match="trainable_backbone_layers must be in"):
         osteonet.create_model(name, trainable_backbone_layers=value)
+
+
+def test_frozen_bn_only_for_resnets():
+    with pytest.raises(ValueError, match="frozen_bn"):
+        osteonet.create_model("fasterrcnn_mobilenet_v3_large_fpn", frozen_bn=True)
+    with pytest.raises(ValueError, match="frozen_bn"):
+        osteonet.create_model("fasterrcnn", backbone="vgg16", frozen_bn=True)

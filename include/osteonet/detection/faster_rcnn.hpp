@@ -157,6 +157,8 @@ inline std::vector<int64_t> int_list(const OptionMap& o, const std::string& key,
 inline void freeze_backbone_layers(DetectorBackboneImpl& backbone, const std::string& kind, bool is_mobilenet,
                                    const OptionMap& o, const std::string& where) {
   const bool frozen = o.get_bool("frozen_bn", false);
+  OSTEONET_CHECK(!frozen || kind.rfind("resnet", 0) == 0 || kind == "dsnet_resnet50", where,
+                 ": frozen_bn (FrozenBatchNorm2d) is implemented for ResNet backbones, got backbone=", kind);
   auto body = backbone.named_children()["body"];
   if (is_mobilenet) {
     // Stage starts: 0, every block with stride > 1 (torchvision's _is_cn), the last block.
