@@ -62,7 +62,9 @@ def create_detector(name: str = "fasterrcnn", backbone: str = "resnet50", attent
             ``rpn_positive_fraction``, ``rpn_score_thresh``, ``box_score_thresh``, ``box_nms_thresh``,
             ``box_detections_per_img``, ``box_fg_iou_thresh``, ``box_bg_iou_thresh``,
             ``box_batch_size_per_image``, ``box_positive_fraction``; plus ``fpn_channels`` (256) and
-            ``representation_size`` (1024).
+            ``representation_size`` (1024); ``frozen_bn`` (ResNet bodies: torchvision's FrozenBatchNorm2d,
+            the layout of its pretrained COCO weights) and ``trainable_backbone_layers`` (torchvision's
+            rule; default 3 with ``frozen_bn``, else all).
     """
     if not isinstance(name, str) or not isinstance(backbone, str):
         raise TypeError("create_detector: name and backbone must be str")

@@ -85,3 +85,25 @@ def test_multiscale_roi_align_matches_torchvision():
     ref = MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2)(feats, boxes, sizes)
     ours = _core.multiscale_roi_align(list(feats.values()), boxes, sizes, 7, 2)
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("sampling_ratio,aligned", [(2, False), (-1, True)])
+def test_roi_align_many_rois_batches_and_second_order(sampling_ratio, aligned):
+    # The CPU kernel: many RoIs over 3 images (some outside the map, some tiny), values and gradients
+    # against torchvision in float64; second derivatives (torchvision has none) by finite differences.
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(3, 8, 19, 27, generator=g, dtype=torch.float64)
+    boxes = random_boxes(300, size=240.0, gen=g).double() - 20
+    rois = torch.cat([torch.randint(0, 3, (300, 1), generator=g).double(), boxes], 1)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ours = det.roi_align(x1, rois, (4, 5), 0.1, sampling_ratio, aligned)
+    ref = torchvision.ops.roi_align(x2, rois, (4, 5), 0.1, sampling_ratio, aligned)
+    torch.testing.assert_close(ours, ref, rtol=1e-9, atol=1e-9)
+    w = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+    (ours * w).sum().backward()
+    (ref * w).sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-9, atol=1e-9)
+    small = x[:, :2, :9, :11].clone().requires_grad_()
+    r = rois[:6].clone()
+    r[:, 1:] = r[:, 1:] * 0.4
+    assert torch.autograd.gradgradcheck(lambda t: det.roi_align(t, r, (3, 2), 0.1, sampling_ratio, aligned), (small,))

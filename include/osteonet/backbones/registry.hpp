@@ -53,7 +53,8 @@ Options common(const ModelConfig& c) {
 inline backbones::ResNetOptions resnet_options(const ModelConfig& c) {
   auto o = common<backbones::ResNetOptions>(c);
   o.placement(backbones::parse_placement(c.options.get_string("attention_placement", "blocks")))
-      .zero_init_residual(c.options.get_bool("zero_init_residual", false));
+      .zero_init_residual(c.options.get_bool("zero_init_residual", false))
+      .frozen_bn(c.options.get_bool("frozen_bn", false));
   return o;
 }
 

@@ -11,14 +11,20 @@
 #include "osteonet/attention/attention.hpp"
 #include "osteonet/backbones/backbone.hpp"
 #include "osteonet/detail/layers.hpp"
+#include "osteonet/detail/norm.hpp"
 
 namespace osteonet::backbones {
 
 namespace detail_resnet {
-/// conv1x1 + BN shortcut when a block changes shape (torchvision's `downsample`).
-inline torch::nn::Sequential make_downsample(int64_t inplanes, int64_t outplanes, int64_t stride) {
+/// conv1x1 + BN (or FrozenBatchNorm2d) shortcut when a block changes shape (torchvision's `downsample`).
+inline torch::nn::Sequential make_downsample(int64_t inplanes, int64_t outplanes, int64_t stride, bool frozen_bn) {
   if (stride == 1 && inplanes == outplanes) return torch::nn::Sequential(nullptr);
-  return torch::nn::Sequential(detail::conv2d(inplanes, outplanes, 1, stride, 0), detail::batch_norm(outplanes));
+  torch::nn::Sequential seq(detail::conv2d(inplanes, outplanes, 1, stride, 0));
+  if (frozen_bn)
+    seq->push_back(detail::FrozenBatchNorm2d(outplanes));
+  else
+    seq->push_back(detail::batch_norm(outplanes));
+  return seq;
 }
 }  // namespace detail_resnet
 
@@ -27,8 +33,9 @@ class BasicBlockImpl : public torch::nn::Cloneable<BasicBlockImpl> {
  public:
   static constexpr int64_t expansion = 1;
 
-  BasicBlockImpl(int64_t inplanes, int64_t planes, int64_t stride, attention::AttentionOptions attn)
-      : inplanes_(inplanes), planes_(planes), stride_(stride), attn_options_(std::move(attn)) {
+  BasicBlockImpl(int64_t inplanes, int64_t planes, int64_t stride, attention::AttentionOptions attn,
+                 bool frozen_bn = false)
+      : inplanes_(inplanes), planes_(planes), stride_(stride), attn_options_(std::move(attn)), frozen_bn_(frozen_bn) {
     reset();
   }
 
@@ -38,13 +45,15 @@ class BasicBlockImpl : public torch::nn::Cloneable<BasicBlockImpl> {
       register_module("conv1", sk_->ptr());
     } else {
       conv1 = register_module("conv1", detail::conv2d(inplanes_, planes_, 3, stride_));
-      bn1 = register_module("bn1", detail::batch_norm(planes_));
+      bn1 = detail::Norm2d(planes_, frozen_bn_);
+      register_module("bn1", bn1.ptr());
       attn_ = attention::create_attention(attn_options_, planes_);
     }
     conv2 = register_module("conv2", detail::conv2d(planes_, planes_, 3));
-    bn2 = register_module("bn2", detail::batch_norm(planes_));
+    bn2 = detail::Norm2d(planes_, frozen_bn_);
+    register_module("bn2", bn2.ptr());
     if (attn_) register_module("attn", attn_->ptr());
-    downsample = detail_resnet::make_downsample(inplanes_, planes_, stride_);
+    downsample = detail_resnet::make_downsample(inplanes_, planes_, stride_, frozen_bn_);
     if (downsample) register_module("downsample", downsample);
   }
 
@@ -57,15 +66,16 @@ class BasicBlockImpl : public torch::nn::Cloneable<BasicBlockImpl> {
   }
 
   /// The last norm of the block (zeroed by zero_init_residual).
-  torch::nn::BatchNorm2d last_norm() const { return bn2; }
+  detail::Norm2d last_norm() const { return bn2; }
 
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
-  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr};
+  detail::Norm2d bn1{nullptr}, bn2{nullptr};
   torch::nn::Sequential downsample{nullptr};
 
  private:
   int64_t inplanes_, planes_, stride_;
   attention::AttentionOptions attn_options_;
+  bool frozen_bn_;
   std::optional<torch::nn::AnyModule> sk_, attn_;
 };
 TORCH_MODULE(BasicBlock);
@@ -75,27 +85,31 @@ class BottleneckImpl : public torch::nn::Cloneable<BottleneckImpl> {
  public:
   static constexpr int64_t expansion = 4;
 
-  BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride, attention::AttentionOptions attn)
-      : inplanes_(inplanes), planes_(planes), stride_(stride), attn_options_(std::move(attn)) {
+  BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride, attention::AttentionOptions attn,
+                 bool frozen_bn = false)
+      : inplanes_(inplanes), planes_(planes), stride_(stride), attn_options_(std::move(attn)), frozen_bn_(frozen_bn) {
     reset();
   }
 
   void reset() override {
     const int64_t width = planes_, out = planes_ * expansion;
     conv1 = register_module("conv1", detail::conv2d(inplanes_, width, 1, 1, 0));
-    bn1 = register_module("bn1", detail::batch_norm(width));
+    bn1 = detail::Norm2d(width, frozen_bn_);
+    register_module("bn1", bn1.ptr());
     if (attention::replaces_conv(attn_options_)) {
       sk_ = attention::create_attention(attn_options_, width, width, stride_);
       register_module("conv2", sk_->ptr());
     } else {
       conv2 = register_module("conv2", detail::conv2d(width, width, 3, stride_));
-      bn2 = register_module("bn2", detail::batch_norm(width));
+      bn2 = detail::Norm2d(width, frozen_bn_);
+      register_module("bn2", bn2.ptr());
       attn_ = attention::create_attention(attn_options_, out);
     }
     conv3 = register_module("conv3", detail::conv2d(width, out, 1, 1, 0));
-    bn3 = register_module("bn3", detail::batch_norm(out));
+    bn3 = detail::Norm2d(out, frozen_bn_);
+    register_module("bn3", bn3.ptr());
     if (attn_) register_module("attn", attn_->ptr());
-    downsample = detail_resnet::make_downsample(inplanes_, out, stride_);
+    downsample = detail_resnet::make_downsample(inplanes_, out, stride_, frozen_bn_);
     if (downsample) register_module("downsample", downsample);
   }
 
@@ -108,15 +122,16 @@ class BottleneckImpl : public torch::nn::Cloneable<BottleneckImpl> {
     return out.relu_();
   }
 
-  torch::nn::BatchNorm2d last_norm() const { return bn3; }
+  detail::Norm2d last_norm() const { return bn3; }
 
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
-  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
+  detail::Norm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
   torch::nn::Sequential downsample{nullptr};
 
  private:
   int64_t inplanes_, planes_, stride_;
   attention::AttentionOptions attn_options_;
+  bool frozen_bn_;
   std::optional<torch::nn::AnyModule> sk_, attn_;
 };
 TORCH_MODULE(Bottleneck);
@@ -137,6 +152,9 @@ struct ResNetOptions {
   TORCH_ARG(AttentionPlacement, placement) = AttentionPlacement::kBlocks;
   /// Zero the last BatchNorm of each block (Goyal et al.), as torchvision's option.
   TORCH_ARG(bool, zero_init_residual) = false;
+  /// torchvision's FrozenBatchNorm2d in place of every BatchNorm2d (the norm of its pretrained
+  /// detectors: statistics and affine parameters as buffers, no num_batches_tracked).
+  TORCH_ARG(bool, frozen_bn) = false;
 };
 
 /// ResNet with torchvision's module names (conv1, bn1, layer1..4, fc), Block = BasicBlockImpl or
@@ -171,7 +189,8 @@ class ResNetImpl : public Backbone<ResNetImpl<Block>> {
         in_blocks ? options.attention() : attention::AttentionOptions{attention::NoAttentionOptions{}};
 
     conv1 = this->register_module("conv1", detail::conv2d(in_chans_, 64, 7, 2, 3));
-    bn1 = this->register_module("bn1", detail::batch_norm(64));
+    bn1 = detail::Norm2d(64, options.frozen_bn());
+    this->register_module("bn1", bn1.ptr());
     maxpool = this->register_module("maxpool", torch::nn::MaxPool2d(torch::nn::MaxPool2dOptions(3).stride(2).padding(1)));
     int64_t inplanes = 64;
     const int64_t planes[4] = {64, 128, 256, 512};
@@ -180,7 +199,7 @@ class ResNetImpl : public Backbone<ResNetImpl<Block>> {
       torch::nn::Sequential seq;
       for (int64_t b = 0; b < options.layers()[i]; ++b) {
         const int64_t stride = (b == 0 && i > 0) ? 2 : 1;
-        seq->push_back(std::make_shared<Block>(inplanes, planes[i], stride, block_attn));
+        seq->push_back(std::make_shared<Block>(inplanes, planes[i], stride, block_attn, options.frozen_bn()));
         inplanes = planes[i] * Block::expansion;
       }
       *stages[i] = this->register_module("layer" + std::to_string(i + 1), seq);
@@ -197,7 +216,7 @@ class ResNetImpl : public Backbone<ResNetImpl<Block>> {
     if (options.zero_init_residual()) {
       torch::NoGradGuard no_grad;
       for (auto* stage : stages)
-        for (auto& m : **stage) m.get<Block>().last_norm()->weight.zero_();
+        for (auto& m : **stage) m.get<Block>().last_norm().weight().zero_();
     }
     finish_init();
   }
@@ -222,7 +241,7 @@ class ResNetImpl : public Backbone<ResNetImpl<Block>> {
 
   ResNetOptions options;
   torch::nn::Conv2d conv1{nullptr};
-  torch::nn::BatchNorm2d bn1{nullptr};
+  detail::Norm2d bn1{nullptr};
   torch::nn::MaxPool2d maxpool{nullptr};
   torch::nn::Sequential layer1{nullptr}, layer2{nullptr}, layer3{nullptr}, layer4{nullptr};
   torch::nn::Linear fc{nullptr};

@@ -33,6 +33,18 @@ class MobileNetBodyImpl : public torch::nn::Cloneable<MobileNetBodyImpl> {
     const auto& first = net_->feature_info().front().name;  // "features.<i>": where attn_stem acts
     stem_index_ = std::stoll(first.substr(first.find('.') + 1));
   }
+  /// torchvision's _mobilenet_extractor stage starts: block 0, every strided block, the last block.
+  std::vector<int64_t> stage_starts() const {
+    const auto& fi = net_->feature_info();
+    auto idx = [](const std::string& n) { return std::stoll(n.substr(n.find('.') + 1)); };
+    std::vector<int64_t> s{0};
+    for (size_t k = 0; k + 1 < fi.size(); ++k)
+      if (fi[k + 1].stride > fi[k].stride) s.push_back(idx(fi[k].name) + 1);
+    s.push_back(num_blocks() - 1);
+    return s;
+  }
+  int64_t num_blocks() const { return static_cast<int64_t>(net_->features->size()); }
+
   std::vector<torch::Tensor> forward(torch::Tensor x) {
     std::vector<torch::Tensor> out;
     const auto last = static_cast<int64_t>(net_->features->size()) - 1;

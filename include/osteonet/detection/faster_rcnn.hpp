@@ -6,6 +6,8 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <string>
 #include <utility>
@@ -147,6 +149,48 @@ inline std::vector<int64_t> int_list(const OptionMap& o, const std::string& key,
   return {o.get_int(key, 0)};
 }
 
+/// torchvision's trainable_backbone_layers: requires_grad off for the body parameters outside the
+/// last `n` stages. ResNets: n of layer4, layer3, layer2, layer1, conv1 (+ bn1 at 5), range 0..5.
+/// MobileNets: stages start at block 0, the strided blocks and the last block; n in 0..stages.
+/// Default: 3 with frozen_bn (torchvision's pretrained builders), else everything trainable
+/// (torchvision without weights). The FPN, RPN and box heads always train.
+inline void freeze_backbone_layers(DetectorBackboneImpl& backbone, const std::string& kind, bool is_mobilenet,
+                                   const OptionMap& o, const std::string& where) {
+  const bool frozen = o.get_bool("frozen_bn", false);
+  OSTEONET_CHECK(!frozen || kind.rfind("resnet", 0) == 0 || kind == "dsnet_resnet50", where,
+                 ": frozen_bn (FrozenBatchNorm2d) is implemented for ResNet backbones, got backbone=", kind);
+  auto body = backbone.named_children()["body"];
+  if (is_mobilenet) {
+    // Stage starts: 0, every block with stride > 1 (torchvision's _is_cn), the last block.
+    auto* mb = body->as<MobileNetBodyImpl>();
+    const auto starts = mb->stage_starts();
+    const auto num_stages = static_cast<int64_t>(starts.size());
+    const int64_t n = o.get_int("trainable_backbone_layers", frozen ? 3 : num_stages);
+    OSTEONET_CHECK(n >= 0 && n <= num_stages, where, ": trainable_backbone_layers must be in [0, ", num_stages,
+                   "], got trainable_backbone_layers=", n);
+    const int64_t freeze_before = n == 0 ? mb->num_blocks() : starts[static_cast<size_t>(num_stages - n)];
+    for (const auto& kv : body->named_parameters(true)) {
+      const auto dot = kv.key().find('.');
+      const std::string head = kv.key().substr(0, dot);
+      if (head.empty() || !std::all_of(head.begin(), head.end(), ::isdigit)) continue;  // attention modules train
+      if (std::stoll(head) < freeze_before) kv.value().set_requires_grad(false);
+    }
+    return;
+  }
+  const int64_t n = o.get_int("trainable_backbone_layers", frozen ? 3 : 5);
+  OSTEONET_CHECK(n >= 0 && n <= 5, where, ": trainable_backbone_layers must be in [0, 5], got trainable_backbone_layers=",
+                 n);
+  OSTEONET_CHECK(kind.rfind("resnet", 0) == 0 || kind == "dsnet_resnet50" || n == 5, where,
+                 ": trainable_backbone_layers applies to ResNet and MobileNet backbones, got backbone=", kind);
+  std::vector<std::string> train{"layer4", "layer3", "layer2", "layer1", "conv1"};
+  train.resize(static_cast<size_t>(n));
+  if (n == 5) train.push_back("bn1");
+  for (const auto& kv : body->named_parameters(true)) {
+    const bool keep = std::any_of(train.begin(), train.end(), [&](const std::string& p) { return kv.key().rfind(p, 0) == 0; });
+    if (!keep) kv.value().set_requires_grad(false);
+  }
+}
+
 }  // namespace detail_frcnn
 
 /// Builds a Faster R-CNN on an osteonet backbone. Unknown options raise ValueError ("did you mean").
@@ -195,6 +239,7 @@ inline FasterRCNN fasterrcnn(FasterRCNNConfig cfg, const std::string& name = "fa
     }
     backbone = DetectorBackbone(net, ret, cfg.fpn, fpn_channels);
   }
+  detail_frcnn::freeze_backbone_layers(*backbone, cfg.backbone, is_mobilenet, o, name);
   std::vector<std::vector<double>> ratios(sizes.size(), std::vector<double>{0.5, 1.0, 2.0});
   auto anchors = AnchorGenerator(AnchorGeneratorOptions().sizes(sizes).aspect_ratios(ratios));
   const int64_t out_ch = backbone->out_channels();
@@ -233,8 +278,10 @@ inline FasterRCNN fasterrcnn(FasterRCNNConfig cfg, const std::string& name = "fa
   return FasterRCNN(transform, backbone, rpn, roi_heads, cfg.num_classes, name);
 }
 
-/// torchvision's fasterrcnn_resnet50_fpn (no pretrained weights: BatchNorm2d in the body, as
-/// torchvision builds it without weights). Load torchvision's state dict by name.
+/// torchvision's fasterrcnn_resnet50_fpn. Default: BatchNorm2d in the body and every layer trainable,
+/// as torchvision builds it without weights. With options frozen_bn=true (and
+/// trainable_backbone_layers, default 3) the layout of torchvision's pretrained COCO model
+/// (FrozenBatchNorm2d), whose state dict then loads strictly.
 inline FasterRCNN fasterrcnn_resnet50_fpn(int64_t num_classes = 91, OptionMap options = {}) {
   FasterRCNNConfig c;
   c.backbone = "resnet50";

@@ -1,9 +1,11 @@
 // RoIAlign (He et al., Mask R-CNN, ICCV 2017) on LibTorch ops, with torchvision.ops.roi_align's
 // sampling semantics, and torchvision's MultiScaleRoIAlign (FPN level mapping, Lin et al. 2017 eq. 1).
 //
-// Differentiable w.r.t. the features by autograd (index_select + matmul), on CPU and CUDA. Bilinear
-// interpolation is separable, so every RoI gathers the rows x columns its samples touch and
-// contracts them with per-axis weight matrices (out = Wy · F · Wxᵀ).
+// On the CPU a native kernel (torchvision's arithmetic; bilinear samples computed once per RoI and
+// shared by every channel) wrapped in an autograd function whose backward is the adjoint kernel
+// (itself differentiable). Elsewhere differentiable tensor ops: bilinear interpolation is separable,
+// so every RoI gathers the rows x columns its samples touch and contracts them with per-axis weight
+// matrices (out = Wy · F · Wxᵀ).
 #pragma once
 
 #include <torch/torch.h>
@@ -75,12 +77,9 @@ inline torch::Tensor roi_align_grid(const torch::Tensor& feat_rows, int64_t H, i
   return out.permute({0, 3, 1, 2});
 }
 
-}  // namespace detail_roi
-
-/// torchvision.ops.roi_align: input N x C x H x W, rois K x 5 (batch index, x1, y1, x2, y2) in input
-/// coordinates before `spatial_scale`; returns K x C x ph x pw. sampling_ratio <= 0: adaptive
-/// (ceil(roi size / output size) samples per bin, per RoI). Gradients flow to `input` only.
-inline torch::Tensor roi_align(const torch::Tensor& input, const torch::Tensor& rois, std::array<int64_t, 2> output_size,
+/// roi_align on differentiable tensor ops (any device; used off the CPU): gathers per RoI the rows x
+/// columns its samples touch and contracts them with per-axis weights.
+inline torch::Tensor roi_align_ops(const torch::Tensor& input, const torch::Tensor& rois, std::array<int64_t, 2> output_size,
                                double spatial_scale = 1.0, int64_t sampling_ratio = -1, bool aligned = false) {
   OSTEONET_CHECK(input.dim() == 4, "roi_align: input must be N x C x H x W, got shape ", input.sizes());
   OSTEONET_CHECK(rois.dim() == 2 && rois.size(1) == 5, "roi_align: rois must be K x 5, got shape ", rois.sizes());
@@ -131,6 +130,277 @@ inline torch::Tensor roi_align(const torch::Tensor& input, const torch::Tensor& 
   return out.index_copy(0, torch::cat(indices), torch::cat(results));
 }
 
+/// One bilinear sample of torchvision's RoIAlign: the four neighbour offsets into a H*W plane and
+/// their weights (all 0 for samples outside [-1, size]).
+template <typename T>
+struct Sample {
+  int64_t p1, p2, p3, p4;
+  T w1, w2, w3, w4;
+};
+
+/// Geometry of one RoI, torchvision's arithmetic in the input's scalar type T.
+template <typename T>
+struct RoiGeometry {
+  int64_t batch = 0, grid_h = 0, grid_w = 0;
+  T start_h = 0, start_w = 0, bin_h = 0, bin_w = 0, count = 1;
+};
+
+template <typename T>
+RoiGeometry<T> roi_geometry(const T* roi, T spatial_scale, int64_t ph, int64_t pw, int64_t sampling_ratio,
+                            bool aligned) {
+  RoiGeometry<T> g;
+  g.batch = static_cast<int64_t>(roi[0]);
+  const T offset = aligned ? static_cast<T>(0.5) : static_cast<T>(0.0);
+  g.start_w = roi[1] * spatial_scale - offset;
+  g.start_h = roi[2] * spatial_scale - offset;
+  const T end_w = roi[3] * spatial_scale - offset, end_h = roi[4] * spatial_scale - offset;
+  T roi_w = end_w - g.start_w, roi_h = end_h - g.start_h;
+  if (!aligned) {
+    roi_w = std::max(roi_w, static_cast<T>(1.));
+    roi_h = std::max(roi_h, static_cast<T>(1.));
+  }
+  g.bin_h = static_cast<T>(roi_h) / static_cast<T>(ph);
+  g.bin_w = static_cast<T>(roi_w) / static_cast<T>(pw);
+  g.grid_h = sampling_ratio > 0 ? sampling_ratio : static_cast<int64_t>(std::ceil(roi_h / static_cast<T>(ph)));
+  g.grid_w = sampling_ratio > 0 ? sampling_ratio : static_cast<int64_t>(std::ceil(roi_w / static_cast<T>(pw)));
+  g.count = static_cast<T>(std::max<int64_t>(g.grid_h * g.grid_w, 1));
+  return g;
+}
+
+/// Every sample of one RoI in (ph, pw, iy, ix) order, as torchvision's pre_calc_for_bilinear_interpolate.
+template <typename T>
+void roi_samples(const RoiGeometry<T>& g, int64_t H, int64_t W, int64_t ph, int64_t pw, std::vector<Sample<T>>& out) {
+  out.clear();
+  out.reserve(static_cast<size_t>(ph * pw * std::max<int64_t>(g.grid_h, 0) * std::max<int64_t>(g.grid_w, 0)));
+  for (int64_t py = 0; py < ph; ++py)
+    for (int64_t px = 0; px < pw; ++px)
+      for (int64_t iy = 0; iy < g.grid_h; ++iy) {
+        const T yy = g.start_h + static_cast<T>(py) * g.bin_h +
+                     static_cast<T>(static_cast<float>(iy) + .5f) * g.bin_h / static_cast<T>(g.grid_h);
+        for (int64_t ix = 0; ix < g.grid_w; ++ix) {
+          const T xx = g.start_w + static_cast<T>(px) * g.bin_w +
+                       static_cast<T>(static_cast<float>(ix) + .5f) * g.bin_w / static_cast<T>(g.grid_w);
+          T x = xx, y = yy;
+          if (y < -1.0 || y > static_cast<T>(H) || x < -1.0 || x > static_cast<T>(W)) {
+            out.push_back({0, 0, 0, 0, 0, 0, 0, 0});
+            continue;
+          }
+          if (y <= 0) y = 0;
+          if (x <= 0) x = 0;
+          auto y_low = static_cast<int64_t>(y), x_low = static_cast<int64_t>(x);
+          int64_t y_high, x_high;
+          if (y_low >= H - 1) {
+            y_high = y_low = H - 1;
+            y = static_cast<T>(y_low);
+          } else {
+            y_high = y_low + 1;
+          }
+          if (x_low >= W - 1) {
+            x_high = x_low = W - 1;
+            x = static_cast<T>(x_low);
+          } else {
+            x_high = x_low + 1;
+          }
+          const T ly = y - static_cast<T>(y_low), lx = x - static_cast<T>(x_low);
+          const T hy = static_cast<T>(1.) - ly, hx = static_cast<T>(1.) - lx;
+          out.push_back({y_low * W + x_low, y_low * W + x_high, y_high * W + x_low, y_high * W + x_high, hy * hx,
+                         hy * lx, ly * hx, ly * lx});
+        }
+      }
+}
+
+/// Forward kernel on contiguous CPU tensors (input N x C x H x W, rois K x 5): RoIs in parallel,
+/// samples computed once per RoI and shared by all channels.
+template <typename T>
+void roi_align_forward_cpu(const torch::Tensor& input, const torch::Tensor& rois, torch::Tensor& output, T scale,
+                           int64_t ph, int64_t pw, int64_t sampling_ratio, bool aligned) {
+  const int64_t C = input.size(1), H = input.size(2), W = input.size(3), K = rois.size(0);
+  const T* in = input.data_ptr<T>();
+  const T* r = rois.data_ptr<T>();
+  T* out = output.data_ptr<T>();
+  at::parallel_for(0, K, 1, [&](int64_t begin, int64_t end) {
+    std::vector<Sample<T>> samples;
+    for (int64_t k = begin; k < end; ++k) {
+      const auto g = roi_geometry<T>(r + k * 5, scale, ph, pw, sampling_ratio, aligned);
+      roi_samples<T>(g, H, W, ph, pw, samples);
+      const int64_t per_bin = g.grid_h * g.grid_w;
+      for (int64_t c = 0; c < C; ++c) {
+        const T* plane = in + (g.batch * C + c) * H * W;
+        T* o = out + (k * C + c) * ph * pw;
+        const Sample<T>* s = samples.data();
+        for (int64_t b = 0; b < ph * pw; ++b) {
+          T v = 0.;
+          for (int64_t i = 0; i < per_bin; ++i, ++s)
+            v += s->w1 * plane[s->p1] + s->w2 * plane[s->p2] + s->w3 * plane[s->p3] + s->w4 * plane[s->p4];
+          o[b] = v / g.count;
+        }
+      }
+    }
+  });
+}
+
+/// Backward kernel (adjoint of the forward): scatters grad (K x C x ph x pw) into grad_input
+/// (N x C x H x W, zeroed). Channels in parallel (disjoint planes); per element the additions run in
+/// torchvision's order (RoI, bin, sample).
+template <typename T>
+void roi_align_backward_cpu(const torch::Tensor& grad, const torch::Tensor& rois, torch::Tensor& grad_input, T scale,
+                            int64_t ph, int64_t pw, int64_t sampling_ratio, bool aligned) {
+  const int64_t C = grad_input.size(1), H = grad_input.size(2), W = grad_input.size(3), K = rois.size(0);
+  const T* go = grad.data_ptr<T>();
+  const T* r = rois.data_ptr<T>();
+  T* gi = grad_input.data_ptr<T>();
+  at::parallel_for(0, C, 1, [&](int64_t c_begin, int64_t c_end) {
+    std::vector<Sample<T>> samples;
+    for (int64_t k = 0; k < K; ++k) {
+      const auto g = roi_geometry<T>(r + k * 5, scale, ph, pw, sampling_ratio, aligned);
+      roi_samples<T>(g, H, W, ph, pw, samples);
+      const int64_t per_bin = g.grid_h * g.grid_w;
+      for (int64_t c = c_begin; c < c_end; ++c) {
+        T* plane = gi + (g.batch * C + c) * H * W;
+        const T* gk = go + (k * C + c) * ph * pw;
+        const Sample<T>* s = samples.data();
+        for (int64_t b = 0; b < ph * pw; ++b) {
+          const T gb = gk[b];
+          for (int64_t i = 0; i < per_bin; ++i, ++s) {
+            if (s->w1 == 0 && s->w2 == 0 && s->w3 == 0 && s->w4 == 0) continue;
+            plane[s->p1] += gb * s->w1 / g.count;
+            plane[s->p2] += gb * s->w2 / g.count;
+            plane[s->p3] += gb * s->w3 / g.count;
+            plane[s->p4] += gb * s->w4 / g.count;
+          }
+        }
+      }
+    }
+  });
+}
+
+/// Parameters shared by the autograd functions.
+struct RoiAlignParams {
+  int64_t ph, pw, sampling_ratio;
+  double spatial_scale;
+  bool aligned;
+};
+
+inline torch::Tensor roi_align_forward_kernel(const torch::Tensor& input, const torch::Tensor& rois,
+                                              const RoiAlignParams& p) {
+  auto x = input.contiguous();
+  auto r = rois.to(x.dtype()).contiguous();
+  auto out = torch::empty({r.size(0), x.size(1), p.ph, p.pw}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "roi_align_forward", [&] {
+    roi_align_forward_cpu<scalar_t>(x, r, out, static_cast<scalar_t>(p.spatial_scale), p.ph, p.pw, p.sampling_ratio,
+                                    p.aligned);
+  });
+  return out;
+}
+
+inline torch::Tensor roi_align_backward_kernel(const torch::Tensor& grad, const torch::Tensor& rois,
+                                               torch::IntArrayRef input_shape, const RoiAlignParams& p) {
+  auto g = grad.contiguous();
+  auto r = rois.to(g.dtype()).contiguous();
+  auto gi = torch::zeros(input_shape, g.options());
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "roi_align_backward", [&] {
+    roi_align_backward_cpu<scalar_t>(g, r, gi, static_cast<scalar_t>(p.spatial_scale), p.ph, p.pw, p.sampling_ratio,
+                                     p.aligned);
+  });
+  return gi;
+}
+
+inline RoiAlignParams params_of(torch::autograd::AutogradContext* ctx) {
+  return {ctx->saved_data["ph"].toInt(), ctx->saved_data["pw"].toInt(), ctx->saved_data["sr"].toInt(),
+          ctx->saved_data["scale"].toDouble(), ctx->saved_data["aligned"].toBool()};
+}
+
+inline void save_params(torch::autograd::AutogradContext* ctx, const RoiAlignParams& p) {
+  ctx->saved_data["ph"] = p.ph;
+  ctx->saved_data["pw"] = p.pw;
+  ctx->saved_data["sr"] = p.sampling_ratio;
+  ctx->saved_data["scale"] = p.spatial_scale;
+  ctx->saved_data["aligned"] = p.aligned;
+}
+
+/// grad_output -> grad_input; its own backward is the forward (the map is linear), so second
+/// derivatives exist.
+class RoIAlignBackwardFunction : public torch::autograd::Function<RoIAlignBackwardFunction> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& grad,
+                               const torch::Tensor& rois, std::vector<int64_t> input_shape, int64_t ph, int64_t pw,
+                               int64_t sampling_ratio, double spatial_scale, bool aligned);
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads);
+};
+
+/// Differentiable RoIAlign on the CPU kernels (gradients w.r.t. the input only).
+class RoIAlignFunction : public torch::autograd::Function<RoIAlignFunction> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& input,
+                               const torch::Tensor& rois, int64_t ph, int64_t pw, int64_t sampling_ratio,
+                               double spatial_scale, bool aligned) {
+    const RoiAlignParams p{ph, pw, sampling_ratio, spatial_scale, aligned};
+    save_params(ctx, p);
+    ctx->saved_data["shape"] = input.sizes().vec();
+    ctx->save_for_backward({rois});
+    return roi_align_forward_kernel(input, rois, p);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto p = params_of(ctx);
+    auto rois = ctx->get_saved_variables()[0];
+    auto gi = RoIAlignBackwardFunction::apply(grads[0], rois, ctx->saved_data["shape"].toIntVector(), p.ph, p.pw,
+                                              p.sampling_ratio, p.spatial_scale, p.aligned);
+    return {gi, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+inline torch::Tensor RoIAlignBackwardFunction::forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& grad,
+                                                       const torch::Tensor& rois, std::vector<int64_t> input_shape,
+                                                       int64_t ph, int64_t pw, int64_t sampling_ratio,
+                                                       double spatial_scale, bool aligned) {
+  const RoiAlignParams p{ph, pw, sampling_ratio, spatial_scale, aligned};
+  save_params(ctx, p);
+  ctx->save_for_backward({rois});
+  return roi_align_backward_kernel(grad, rois, input_shape, p);
+}
+
+inline torch::autograd::variable_list RoIAlignBackwardFunction::backward(torch::autograd::AutogradContext* ctx,
+                                                                         torch::autograd::variable_list grads) {
+  const auto p = params_of(ctx);
+  auto rois = ctx->get_saved_variables()[0];
+  auto gg = RoIAlignFunction::apply(grads[0], rois, p.ph, p.pw, p.sampling_ratio, p.spatial_scale, p.aligned);
+  return {gg,
+          torch::Tensor(),
+          torch::Tensor(),
+          torch::Tensor(),
+          torch::Tensor(),
+          torch::Tensor(),
+          torch::Tensor(),
+          torch::Tensor()};
+}
+
+}  // namespace detail_roi
+
+/// torchvision.ops.roi_align: input N x C x H x W, rois K x 5 (batch index, x1, y1, x2, y2) in input
+/// coordinates before `spatial_scale`; returns K x C x ph x pw. sampling_ratio <= 0: adaptive
+/// (ceil(roi size / output size) samples per bin, per RoI). Gradients flow to `input` only (also
+/// second order). On the CPU a native kernel with torchvision's arithmetic (samples precomputed
+/// per RoI, shared by the channels); elsewhere differentiable tensor ops (detail_roi::roi_align_ops).
+inline torch::Tensor roi_align(const torch::Tensor& input, const torch::Tensor& rois, std::array<int64_t, 2> output_size,
+                               double spatial_scale = 1.0, int64_t sampling_ratio = -1, bool aligned = false) {
+  OSTEONET_CHECK(input.dim() == 4, "roi_align: input must be N x C x H x W, got shape ", input.sizes());
+  OSTEONET_CHECK(rois.dim() == 2 && rois.size(1) == 5, "roi_align: rois must be K x 5, got shape ", rois.sizes());
+  OSTEONET_CHECK(output_size[0] > 0 && output_size[1] > 0, "roi_align: output_size must be positive, got output_size=(",
+                 output_size[0], ", ", output_size[1], ")");
+  const bool kernel = input.device().is_cpu() && rois.device().is_cpu() &&
+                      (input.scalar_type() == torch::kFloat || input.scalar_type() == torch::kDouble);
+  if (!kernel) return detail_roi::roi_align_ops(input, rois, output_size, spatial_scale, sampling_ratio, aligned);
+  if (rois.size(0) > 0) {
+    auto b = rois.select(1, 0).detach().to(torch::kDouble);
+    OSTEONET_CHECK(b.min().item<double>() >= 0 && b.max().item<double>() < static_cast<double>(input.size(0)),
+                   "roi_align: rois' batch indices must lie in [0, ", input.size(0), ")");
+  }
+  return detail_roi::RoIAlignFunction::apply(input, rois.detach(), output_size[0], output_size[1], sampling_ratio,
+                                             spatial_scale, aligned);
+}
+
 /// torchvision's LevelMapper: FPN level of each box, k0 = 4 at canonical size 224, clamped to
 /// [k_min, k_max], returned relative to k_min.
 inline torch::Tensor map_levels(const std::vector<torch::Tensor>& boxes, int64_t k_min, int64_t k_max,
@@ -177,12 +447,17 @@ inline torch::Tensor multiscale_roi_align(const std::vector<torch::Tensor>& feat
   const auto lvl_max = static_cast<int64_t>(-std::log2(scales.back()));
   auto levels = map_levels(boxes, lvl_min, lvl_max);
   const int64_t C = features[0].size(1);
-  auto result = torch::zeros({rois.size(0), C, output_size, output_size}, features[0].options());
+  std::vector<torch::Tensor> level_idx;
+  for (size_t l = 0; l < features.size(); ++l) level_idx.push_back(torch::where(levels == static_cast<int64_t>(l))[0]);
+  for (size_t l = 0; l < features.size(); ++l)  // all RoIs on one level: no scatter needed
+    if (level_idx[l].numel() == rois.size(0)) return roi_align(features[l], rois, out_sz, scales[l], sampling_ratio);
+  // Every RoI maps to exactly one level, so every row of `result` is written.
+  auto result = torch::empty({rois.size(0), C, output_size, output_size}, features[0].options());
   for (size_t l = 0; l < features.size(); ++l) {
-    auto idx = torch::where(levels == static_cast<int64_t>(l))[0];
+    const auto& idx = level_idx[l];
     if (idx.numel() == 0) continue;
     auto r = roi_align(features[l], rois.index_select(0, idx), out_sz, scales[l], sampling_ratio);
-    result = result.index_copy(0, idx, r);
+    result.index_copy_(0, idx, r);  // in place: autograd records it, no copy of the whole result
   }
   return result;
 }
