@@ -72,10 +72,18 @@ def to_markdown(rows, info):
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         f = lambda v, p=1: "—" if v is None else f"{v:.{p}f}"
-        ref = "" if r["reference"] == r["model"] else f" (vs {r['reference']})" if r["reference"] else ""
+        ref = "" if r["reference"] == r["model"] else f" (vs {r['reference']}: DS overhead, not parity)" if r["reference"] else ""
         lines.append(f"| {r['model']}{ref} | {r['batch']} | {f(r['torchvision_ms'])} | {f(r['osteonet_py_ms'])} | "
                      f"{f(r['osteonet_cpp_ms'])} | {f(r.get('ratio_py'), 3)} | {f(r.get('ratio_cpp'), 3)} |")
     return "\n".join(lines) + "\n"
+
+
+def render(folder):
+    """Re-writes backbones.md from backbones.json (after a change of the table's layout)."""
+    with open(os.path.join(folder, "backbones.json")) as f:
+        d = json.load(f)
+    with open(os.path.join(folder, "backbones.md"), "w") as f:
+        f.write(to_markdown(d["rows"], d["machine"]))
 
 
 def main(argv=None):
@@ -104,7 +112,10 @@ def main(argv=None):
             with open(tmp, "w") as f:
                 f.write(text)
             os.replace(tmp, os.path.join(args.out, fname))  # whole or not at all
-    slow = [r for r in rows if r.get("ratio_py") is not None and min(r["ratio_py"], r["ratio_cpp"]) < 0.95]
+    # The goal is like for like: a model against its torchvision twin (dsnet_resnet50 against plain
+    # ResNet-50 shows DS's cost, not a parity gap).
+    slow = [r for r in rows if r.get("ratio_py") is not None and r["reference"] == r["model"]
+            and min(r["ratio_py"], r["ratio_cpp"]) < 0.95]
     print("goal (every ratio >= 0.95):", "met" if not slow else "NOT met for " + ", ".join(f"{r['model']}@{r['batch']}" for r in slow))
     return 0
 
