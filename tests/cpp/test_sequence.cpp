@@ -83,7 +83,7 @@ TEST_CASE("ovf_resnet34: 512 -> 32 -> 1 head, registry entry, frozen BatchNorm")
   enc->train();
   CHECK(enc->is_training());
   CHECK_FALSE(enc->bn1->is_training());
-  CHECK_FALSE(enc->backbone->bn1->is_training());
+  CHECK_FALSE(enc->backbone->bn1.ptr()->is_training());  // bn1 is a Norm2d handle (BatchNorm2d or frozen)
   CHECK_FALSE(enc->bn1->weight.requires_grad());
   CHECK(enc->fc1->is_training());
   auto before = enc->bn1->running_mean.clone();
