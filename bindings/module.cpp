@@ -9,6 +9,7 @@ namespace osteonet::bindings {
 void bind_models(pybind11::module_& m);
 void bind_metrics(pybind11::module_& m);
 void bind_detection(pybind11::module_& m);
+void bind_runtime(pybind11::module_& m);
 }  // namespace osteonet::bindings
 
 PYBIND11_MODULE(_core, m) {
@@ -18,4 +19,5 @@ PYBIND11_MODULE(_core, m) {
   osteonet::bindings::bind_models(m);
   osteonet::bindings::bind_metrics(m);
   osteonet::bindings::bind_detection(m);
+  osteonet::bindings::bind_runtime(m);
 }

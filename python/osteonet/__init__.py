@@ -6,8 +6,9 @@ from . import _core
 from . import metrics
 from . import models
 from . import detection
+from . import runtime
 from .models import create_model, list_models
 
 __version__ = _core.__version__
 
-__all__ = ["create_model", "list_models", "detection", "metrics", "models", "__version__"]
+__all__ = ["create_model", "list_models", "detection", "metrics", "runtime", "models", "__version__"]
