@@ -15,17 +15,25 @@ namespace osteonet::bindings {
 void bind_runtime(py::module_& m) {
   py::class_<InferenceSession, std::shared_ptr<InferenceSession>>(m, "InferenceSession",
                                                                   "A prepared copy of a backbone for inference.")
-      .def(py::init([](const BackboneImpl& model, const torch::Tensor& example, const std::string& dtype,
+      .def(py::init([](const BackboneImpl& model, int64_t num_classes, const std::string& attention, int64_t in_chans,
+                       const py::dict& model_options, const torch::Tensor& example, const std::string& dtype,
                        const std::string& device, bool cuda_graph, bool freeze, int64_t num_threads, int64_t warmup,
                        int64_t max_shapes) {
+             osteonet::models::ModelConfig cfg;
+             cfg.num_classes = num_classes;
+             cfg.in_chans = in_chans;
+             cfg.attention = attention;
+             cfg.options = to_option_map(model_options);
+             py::gil_scoped_release release;  // tracing and freezing take a while
              InferenceSessionOptions o;
              o.dtype(dtype).device(device).cuda_graph(cuda_graph).freeze(freeze).num_threads(num_threads)
                  .warmup(warmup).max_shapes(max_shapes);
-             return std::make_shared<InferenceSession>(model, example, o);
+             return std::make_shared<InferenceSession>(model, cfg, example, o);
            }),
-           py::arg("model"), py::arg("example"), py::arg("dtype") = "float32", py::arg("device") = "cpu",
+           py::arg("model"), py::arg("num_classes"), py::arg("attention"), py::arg("in_chans"), py::arg("model_options"),
+           py::arg("example"), py::arg("dtype") = "float32", py::arg("device") = "cpu",
            py::arg("cuda_graph") = true, py::arg("freeze") = true, py::arg("num_threads") = 0, py::arg("warmup") = 2,
-           py::arg("max_shapes") = 8, py::call_guard<py::gil_scoped_release>())
+           py::arg("max_shapes") = 8)
       .def("__call__", [](InferenceSession& s, const torch::Tensor& x) { return s.forward(x); },
            py::call_guard<py::gil_scoped_release>())
       .def_property_readonly("accuracy", &InferenceSession::accuracy)

@@ -77,7 +77,12 @@ class InferenceSession:
             raise ValueError(f"InferenceSession: device={device!r} needs a CUDA-enabled PyTorch and a visible GPU; "
                              "torch.cuda.is_available() is False")
         self.model_name = model.model_name
-        self._session = _core.InferenceSession(model._cpp, example_input.detach(), dtype, device, cuda_graph, freeze,
+        config = dict(model.config)
+        num_classes = config.pop("num_classes", model.num_classes)
+        attention = config.pop("attention", None) or "none"
+        in_chans = config.pop("in_chans", model.in_chans)
+        self._session = _core.InferenceSession(model._cpp, num_classes, attention, in_chans, config,
+                                               example_input.detach(), dtype, device, cuda_graph, freeze,
                                                num_threads or 0, warmup, max_shapes)
         if dtype == "bfloat16" and self._session.dtype != "bfloat16":
             warnings.warn(f"InferenceSession({self.model_name}): bfloat16 output differed from float32 by "

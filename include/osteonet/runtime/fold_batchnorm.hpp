@@ -8,6 +8,19 @@
 
 namespace osteonet::runtime {
 
+namespace detail {
+/// A module's own parameter table (Module::parameters_ is protected; a pointer to member formed in
+/// a derived class reaches it legally).
+struct ParameterTableAccess : torch::nn::Module {
+  static torch::OrderedDict<std::string, torch::Tensor>& get(torch::nn::Module& m) {
+    return m.*(&ParameterTableAccess::parameters_);
+  }
+};
+inline torch::OrderedDict<std::string, torch::Tensor>& parameter_table(torch::nn::Module& m) {
+  return ParameterTableAccess::get(m);
+}
+}  // namespace detail
+
 /// Folds every eval-mode BatchNorm2d that directly follows a Conv2d into that convolution, in place.
 ///
 /// A pair is two consecutive children of one parent registered as (Conv2d, BatchNorm2d) with matching
@@ -40,7 +53,10 @@ inline int64_t fold_batchnorm(torch::nn::Module& root) {
       if (conv->bias.defined()) {
         conv->bias.copy_(b.to(dtype));
       } else {
-        conv->bias = conv->register_parameter("bias", b.to(conv->weight.options()), /*requires_grad=*/false);
+        // bias=false convolutions register "bias" as an undefined tensor: fill that entry (so that
+        // to()/clone() see the new bias) and the member forward() reads.
+        conv->bias = b.to(conv->weight.options());
+        detail::parameter_table(*conv)["bias"] = conv->bias;
       }
       bn->running_mean.zero_();
       bn->running_var.fill_(1.0);

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "osteonet/backbones/backbone.hpp"
+#include "osteonet/backbones/registry.hpp"
 #include "osteonet/core/error.hpp"
 #include "osteonet/runtime/fold_batchnorm.hpp"
 
@@ -88,9 +89,28 @@ struct InferenceSessionOptions {
 /// tolerance_float32 falls back to the unfolded eager copy (warning).
 class InferenceSession {
  public:
+  /// `config`: the ModelConfig `model` was created with (models::create_model); the session builds
+  /// its own instance from the registry and copies the model's current parameters and buffers.
+  InferenceSession(const backbones::BackboneImpl& model, models::ModelConfig config, const torch::Tensor& example,
+                   InferenceSessionOptions options = {})
+      : options_(std::move(options)), name_(model.model_name()), config_(std::move(config)) {
+    init(model, example);
+  }
+
+  /// For models created with only num_classes/in_chans (no attention or model keywords).
   InferenceSession(const backbones::BackboneImpl& model, const torch::Tensor& example,
                    InferenceSessionOptions options = {})
       : options_(std::move(options)), name_(model.model_name()) {
+    config_.num_classes = model.num_classes();
+    config_.in_chans = model.in_chans();
+    init(model, example);
+  }
+
+  /// Runs the prepared model: float32 output for an N x C x H x W input (float32 or the session dtype).
+  torch::Tensor operator()(const torch::Tensor& x) { return forward(x); }
+
+ private:
+  void init(const backbones::BackboneImpl& model, const torch::Tensor& example) {
     const std::string where = "InferenceSession(" + name_ + ")";
     OSTEONET_CHECK(options_.dtype() == "float32" || options_.dtype() == "bfloat16" || options_.dtype() == "auto",
                    where, ": dtype must be \"float32\", \"bfloat16\" or \"auto\", got dtype=\"", options_.dtype(), "\"");
@@ -107,7 +127,7 @@ class InferenceSession {
 
     torch::NoGradGuard no_grad;
     // The reference: an eval-mode float32 copy of the caller's model (which is left untouched).
-    auto ref = copy_model(model, torch::kFloat, device_);
+    auto ref = copy_model(model, config_, torch::kFloat, device_);
     ref->check_input(example.to(device_, torch::kFloat));
     const auto x32 = example.to(device_, torch::kFloat);
     const auto expected = ref->forward(x32).to(torch::kFloat);
@@ -119,7 +139,7 @@ class InferenceSession {
     if (bf16 && accuracy_ > options_.tolerance_bfloat16()) {
       TORCH_WARN(where, ": bfloat16 output differs from float32 by ", accuracy_, " (> tolerance ",
                  options_.tolerance_bfloat16(), "); using float32");
-      prepare(copy_model(model, torch::kFloat, device_), /*bf16=*/false, /*fold=*/true);
+      prepare(copy_model(model, config_, torch::kFloat, device_), /*bf16=*/false, /*fold=*/true);
       accuracy_ = measure(x32, expected);
     }
     if (!bf16_ && accuracy_ > options_.tolerance_float32()) {
@@ -127,14 +147,13 @@ class InferenceSession {
                  options_.tolerance_float32(), "); running the unfolded copy eagerly");
       options_.freeze(false);
       options_.cuda_graph(false);
-      prepare(copy_model(model, torch::kFloat, device_), /*bf16=*/false, /*fold=*/false);
+      prepare(copy_model(model, config_, torch::kFloat, device_), /*bf16=*/false, /*fold=*/false);
       accuracy_ = measure(x32, expected);
     }
   }
 
-  /// Runs the prepared model: float32 output for an N x C x H x W input (float32 or the session dtype).
-  torch::Tensor operator()(const torch::Tensor& x) { return forward(x); }
 
+ public:
   torch::Tensor forward(const torch::Tensor& x) {
     const std::string where = "InferenceSession(" + name_ + ")";
     OSTEONET_CHECK_TYPE(x.defined(), where, ": expected an input tensor, got an undefined tensor");
@@ -190,12 +209,28 @@ class InferenceSession {
     }
   }
 
-  /// An eval-mode deep copy of `model` (Cloneable::clone) in `dtype` on `device`, without gradients.
-  static std::shared_ptr<backbones::BackboneImpl> copy_model(const backbones::BackboneImpl& model, torch::Dtype dtype,
+  /// An eval-mode copy of `model` in `dtype` on `device`, without gradients: a new instance from the
+  /// registry (`config`) with the model's parameters and buffers copied by name. (Module::clone() is
+  /// not used: it does not rebuild every osteonet container faithfully.)
+  static std::shared_ptr<backbones::BackboneImpl> copy_model(const backbones::BackboneImpl& model,
+                                                             const models::ModelConfig& config, torch::Dtype dtype,
                                                              torch::Device device) {
-    auto module = model.module().clone();
-    auto net = std::dynamic_pointer_cast<backbones::BackboneImpl>(module);
-    OSTEONET_CHECK(net != nullptr, "InferenceSession(", model.model_name(), "): the model's copy is not a backbone");
+    const std::string where = "InferenceSession(" + model.model_name() + ")";
+    auto net = models::create_model(model.model_name(), config);
+    torch::NoGradGuard no_grad;
+    auto copy_all = [&](const torch::OrderedDict<std::string, torch::Tensor>& src,
+                        torch::OrderedDict<std::string, torch::Tensor> dst) {
+      OSTEONET_CHECK(src.size() == dst.size(), where, ": the model does not match its configuration (",
+                     src.size(), " vs ", dst.size(), " tensors); pass the ModelConfig it was created with");
+      for (const auto& kv : src) {
+        auto* t = dst.find(kv.key());
+        OSTEONET_CHECK(t != nullptr && t->sizes() == kv.value().sizes(), where, ": the model does not match its ",
+                       "configuration at '", kv.key(), "'; pass the ModelConfig it was created with");
+        t->copy_(kv.value());
+      }
+    };
+    copy_all(model.named_parameters(true), net->named_parameters(true));
+    copy_all(model.named_buffers(true), net->named_buffers(true));
     net->module().to(device, dtype);
     net->eval();
     for (auto& p : net->module().parameters()) p.set_requires_grad(false);
@@ -346,6 +381,7 @@ class InferenceSession {
 
   InferenceSessionOptions options_;
   std::string name_;
+  models::ModelConfig config_;
   torch::Device device_{torch::kCPU};
   torch::Dtype dtype_ = torch::kFloat;
   bool bf16_ = false;
