@@ -183,7 +183,8 @@ class InferenceSession {
   std::vector<std::vector<int64_t>> cached_shapes() const {
     std::lock_guard<std::mutex> lock(mutex_);
     std::vector<std::vector<int64_t>> out;
-    for (const auto& kv : frozen_) out.push_back(kv.first);
+    for (const auto& kv : frozen_)
+      if (kv.second) out.push_back(kv.first);
 #if defined(OSTEONET_WITH_CUDA)
     for (const auto& kv : graphs_) out.push_back(kv.first);
 #endif
@@ -194,6 +195,8 @@ class InferenceSession {
 
  private:
   using Shape = std::vector<int64_t>;
+
+  static std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
 
   static torch::Device parse_device(const std::string& s, const std::string& where) {
     OSTEONET_CHECK(s == "cpu" || s.rfind("cuda", 0) == 0, where, ": device must be \"cpu\" or \"cuda\", got device=\"",
@@ -289,9 +292,16 @@ class InferenceSession {
       if (it != frozen_.end()) {
         program = it->second;
       } else if (static_cast<int64_t>(frozen_.size()) < options_.max_shapes()) {
-        // Built under the lock: concurrent first calls of one shape build it once.
-        program = std::make_shared<torch::jit::Module>(freeze_program(x));
-        for (int64_t i = 0; i < options_.warmup(); ++i) program->forward({x});
+        // Built under the lock: concurrent first calls of one shape build it once. A shape whose
+        // frozen program fails (e.g. oneDNN's adaptive pooling needs divisible sizes) runs eagerly.
+        try {
+          program = std::make_shared<torch::jit::Module>(freeze_program(x));
+          for (int64_t i = 0; i < options_.warmup(); ++i) program->forward({x});
+        } catch (const c10::Error& e) {
+          TORCH_WARN("InferenceSession(", name_, "): no frozen program for input shape ", x.sizes(),
+                     "; running it eagerly (", first_line(e.what_without_backtrace()), ")");
+          program = nullptr;
+        }
         frozen_.emplace(shape, program);
       }
     }
