@@ -2,7 +2,7 @@
 with the TorchScript peer (torch.jit.freeze + optimize_for_inference on the same model), float32 and
 bfloat16 (channels-last), batch 1 and 8; median and p99 latency as ratios, all in one run.
 
-Usage: python benchmarks/bench_runtime.py --out benchmarks/results [--repeats 20] [--models resnet50,...]
+Usage: python benchmarks/bench_runtime.py --out benchmarks/results [--repeats 20] [--cells resnet50:1,resnet50:8,...]
 
 Every variant of one (model, batch) cell is timed round-robin (one call each, repeated), so load
 changes of this shared machine hit all variants alike. Weights: the osteonet model's random init
@@ -29,7 +29,7 @@ TORCHVISION = {"resnet50": "resnet50", "dsnet_resnet50": None, "mobilenet_v2": "
                "densenet121": "densenet121"}
 
 
-def perturb_(model, scale=0.05, seed=1):
+def perturb_(model, scale=0.01, seed=1):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, t in model.state_dict().items():
@@ -158,16 +158,18 @@ def main():
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
-    ap.add_argument("--models", default="resnet50,dsnet_resnet50,mobilenet_v2,densenet121")
-    ap.add_argument("--batches", default="1,8")
+    # dsnet_resnet50 at batch 8 is left out by default: its eager DS modules take ~20 s per call here.
+    ap.add_argument("--cells", default="resnet50:1,resnet50:8,mobilenet_v2:1,mobilenet_v2:8,densenet121:1,"
+                                       "densenet121:8,dsnet_resnet50:1")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     res = {"machine": machine(), "cells": [],
            "command": "python benchmarks/bench_runtime.py " + " ".join(
                f"--{k} {v}" for k, v in vars(args).items() if k != "out")}
-    for name in args.models.split(","):
-        for b in (int(v) for v in args.batches.split(",")):
-            reps = args.repeats if b == 1 else max(5, args.repeats // 2)
+    for cell_name in args.cells.split(","):
+        name, b = cell_name.split(":")[0], int(cell_name.split(":")[1])
+        if True:
+            reps = args.repeats if b == 1 and name != "dsnet_resnet50" else max(5, args.repeats // 4)
             cell = bench_cell(name, b, args.size, reps)
             res["cells"].append(cell)
             print(json.dumps({k: cell[k] for k in ("model", "batch", "median_ms", "session_vs_peer",
