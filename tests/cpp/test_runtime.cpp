@@ -19,6 +19,12 @@ void perturb(osteonet::backbones::BackboneImpl& net) {
     else if (kv.key().find("running_mean") != std::string::npos) kv.value().copy_(0.1 * torch::randn_like(kv.value()));
   for (auto& p : net.module().parameters()) p.add_(0.05 * torch::randn_like(p));
 }
+/// Probabilities within 1e-4; logits within 1e-3 of their scale.
+bool close(const torch::Tensor& got, const torch::Tensor& expected) {
+  const double scale = std::max(1.0, expected.abs().max().item<double>());
+  return (got.softmax(1) - expected.softmax(1)).abs().max().item<double>() < 1e-4 &&
+         (got - expected).abs().max().item<double>() <= 1e-3 * scale;
+}
 }  // namespace
 
 TEST_CASE("fold_batchnorm keeps the eval output and makes the norms identities") {
@@ -32,7 +38,7 @@ TEST_CASE("fold_batchnorm keeps the eval output and makes the norms identities")
   REQUIRE(copy != nullptr);
   copy->eval();
   CHECK(rt::fold_batchnorm(copy->module()) == 20);  // stem + 16 block convs + 3 downsamples
-  CHECK(torch::allclose(copy->forward(x), expected, 1e-4, 1e-4));
+  CHECK(close(copy->forward(x), expected));
   // The original is untouched.
   CHECK(torch::equal(net->forward(x), expected));
 }
@@ -55,8 +61,8 @@ TEST_CASE("InferenceSession float32 equals eager, leaves the model unchanged, ca
   net->eval();
   torch::NoGradGuard no_grad;
   auto y = torch::randn({3, 3, 72, 64});
-  CHECK(torch::allclose(session(y), net->forward(y), 1e-4, 1e-4));
-  CHECK(torch::allclose(session(x), net->forward(x), 1e-4, 1e-4));
+  CHECK(close(session(y), net->forward(y)));
+  CHECK(close(session(x), net->forward(x)));
   CHECK(session.cached_shapes().size() == 2);
 
   // Several threads at once.
@@ -64,7 +70,7 @@ TEST_CASE("InferenceSession float32 equals eager, leaves the model unchanged, ca
   std::vector<std::thread> threads;
   for (int i = 0; i < 4; ++i) threads.emplace_back([&, i] { outs[i] = session(x); });
   for (auto& t : threads) t.join();
-  for (auto& o : outs) CHECK(torch::allclose(o, net->forward(x), 1e-4, 1e-4));
+  for (auto& o : outs) CHECK(close(o, net->forward(x)));
 }
 
 TEST_CASE("InferenceSession bfloat16 probabilities are within 1e-2 of float32") {

@@ -196,8 +196,6 @@ class InferenceSession {
  private:
   using Shape = std::vector<int64_t>;
 
-  static std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
-
   static torch::Device parse_device(const std::string& s, const std::string& where) {
     OSTEONET_CHECK(s == "cpu" || s.rfind("cuda", 0) == 0, where, ": device must be \"cpu\" or \"cuda\", got device=\"",
                    s, "\"");
@@ -297,9 +295,12 @@ class InferenceSession {
         try {
           program = std::make_shared<torch::jit::Module>(freeze_program(x));
           for (int64_t i = 0; i < options_.warmup(); ++i) program->forward({x});
-        } catch (const c10::Error& e) {
+        } catch (const std::exception& e) {  // c10::Error, or the TorchScript interpreter's runtime_error
+          std::string what = e.what();
+          if (auto* c10e = dynamic_cast<const c10::Error*>(&e)) what = c10e->what_without_backtrace();
+          const auto last = what.find_last_of('\n', what.find_last_not_of('\n'));
           TORCH_WARN("InferenceSession(", name_, "): no frozen program for input shape ", x.sizes(),
-                     "; running it eagerly (", first_line(e.what_without_backtrace()), ")");
+                     "; running it eagerly (", what.substr(last == std::string::npos ? 0 : last + 1), ")");
           program = nullptr;
         }
         frozen_.emplace(shape, program);
