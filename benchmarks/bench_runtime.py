@@ -163,7 +163,7 @@ def main():
     # One thread: on this shared 2-core VM a second OpenMP thread stalls whenever another job holds a
     # core (mobilenet_v2 batch 1: 22 ms with 1 thread, 1600 ms with 2 under load).
     ap.add_argument("--threads", type=int, default=1)
-    # dsnet_resnet50 at batch 8 is left out by default: its eager DS modules take ~20 s per call here.
+    # dsnet_resnet50 at batch 8 is left out by default (run time on the shared machine); add it with --cells.
     ap.add_argument("--cells", default="resnet50:1,resnet50:8,mobilenet_v2:1,mobilenet_v2:8,densenet121:1,"
                                        "densenet121:8,dsnet_resnet50:1")
     args = ap.parse_args()

@@ -62,7 +62,7 @@ struct InferenceSessionOptions {
   TORCH_ARG(bool, freeze) = true;
   /// at::set_num_threads(num_threads) at construction when > 0 (process-wide, as LibTorch's setting is).
   TORCH_ARG(int64_t, num_threads) = 0;
-  /// Runs of each new shape's program before it is used (the example input's shape at construction).
+  /// Runs of each new shape's program before it is used (at least one, which also validates it).
   TORCH_ARG(int64_t, warmup) = 2;
   /// Input shapes with their own frozen program / CUDA graph; later shapes run the folded copy eagerly.
   TORCH_ARG(int64_t, max_shapes) = 8;
@@ -294,7 +294,8 @@ class InferenceSession {
         // frozen program fails (e.g. oneDNN's adaptive pooling needs divisible sizes) runs eagerly.
         try {
           program = std::make_shared<torch::jit::Module>(freeze_program(x));
-          for (int64_t i = 0; i < options_.warmup(); ++i) program->forward({x});
+          // At least one run here: a program that fails does so inside this try.
+          for (int64_t i = 0; i < std::max<int64_t>(options_.warmup(), 1); ++i) program->forward({x});
         } catch (const std::exception& e) {  // c10::Error, or the TorchScript interpreter's runtime_error
           std::string what = e.what();
           if (auto* c10e = dynamic_cast<const c10::Error*>(&e)) what = c10e->what_without_backtrace();
