@@ -4,16 +4,22 @@ import glob
 import os
 
 from setuptools import setup
-from torch.utils.cpp_extension import BuildExtension, CppExtension
+import torch
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 # Eigen (Debian's libeigen3-dev) installs its headers under include/eigen3.
 EIGEN = [d for d in ("/usr/include/eigen3", "/usr/local/include/eigen3") if os.path.isdir(d)]
 
-ext = CppExtension(
+# The runtime's CUDA graphs (include/osteonet/runtime) compile only against a LibTorch with CUDA.
+WITH_CUDA = torch.version.cuda is not None and CUDA_HOME is not None
+Extension = CUDAExtension if WITH_CUDA else CppExtension
+
+ext = Extension(
     name="osteonet._core",
     sources=sorted(glob.glob(os.path.join("bindings", "*.cpp"))),
     include_dirs=[os.path.join(ROOT, "include"), os.path.join(ROOT, "bindings")] + EIGEN,
+    define_macros=[("OSTEONET_WITH_CUDA", "1")] if WITH_CUDA else [],
     extra_compile_args=["-O2", "-std=c++17", "-g0", "-Wno-unused-parameter"],
 )
 

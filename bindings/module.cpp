@@ -13,6 +13,7 @@ void bind_clinical(pybind11::module_& m);
 void bind_segmentation(pybind11::module_& m);
 void bind_train(pybind11::module_& m);
 void bind_sequence(pybind11::module_& m);
+void bind_runtime(pybind11::module_& m);
 }  // namespace osteonet::bindings
 
 PYBIND11_MODULE(_core, m) {
@@ -26,4 +27,5 @@ PYBIND11_MODULE(_core, m) {
   osteonet::bindings::bind_segmentation(m);
   osteonet::bindings::bind_train(m);
   osteonet::bindings::bind_sequence(m);
+  osteonet::bindings::bind_runtime(m);
 }

@@ -14,9 +14,10 @@ from . import detection
 from . import train
 from . import data
 from . import sequence
+from . import runtime
 from .models import create_model, list_models
 
 __version__ = _core.__version__
 
 __all__ = ["create_model", "list_models", "clinical", "data", "detection", "io", "metrics", "models",
-           "segmentation", "sequence", "split", "synth", "train", "__version__"]
+           "runtime", "segmentation", "sequence", "split", "synth", "train", "__version__"]

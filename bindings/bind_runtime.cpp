@@ -1,0 +1,50 @@
+// Python bindings of the inference runtime (osteonet._core.InferenceSession, issue 8).
+#include <torch/extension.h>
+
+#include <osteonet/runtime/inference_session.hpp>
+
+#include "common.hpp"
+
+namespace py = pybind11;
+using osteonet::backbones::BackboneImpl;
+using osteonet::runtime::InferenceSession;
+using osteonet::runtime::InferenceSessionOptions;
+
+namespace osteonet::bindings {
+
+void bind_runtime(py::module_& m) {
+  py::class_<InferenceSession, std::shared_ptr<InferenceSession>>(m, "InferenceSession",
+                                                                  "A prepared copy of a backbone for inference.")
+      .def(py::init([](const BackboneImpl& model, int64_t num_classes, const std::string& attention, int64_t in_chans,
+                       const py::dict& model_options, const torch::Tensor& example, const std::string& dtype,
+                       const std::string& device, bool cuda_graph, bool freeze, int64_t num_threads, int64_t warmup,
+                       int64_t max_shapes) {
+             osteonet::models::ModelConfig cfg;
+             cfg.num_classes = num_classes;
+             cfg.in_chans = in_chans;
+             cfg.attention = attention;
+             cfg.options = to_option_map(model_options);
+             py::gil_scoped_release release;  // tracing and freezing take a while
+             InferenceSessionOptions o;
+             o.dtype(dtype).device(device).cuda_graph(cuda_graph).freeze(freeze).num_threads(num_threads)
+                 .warmup(warmup).max_shapes(max_shapes);
+             return std::make_shared<InferenceSession>(model, cfg, example, o);
+           }),
+           py::arg("model"), py::arg("num_classes"), py::arg("attention"), py::arg("in_chans"), py::arg("model_options"),
+           py::arg("example"), py::arg("dtype") = "float32", py::arg("device") = "cpu",
+           py::arg("cuda_graph") = true, py::arg("freeze") = true, py::arg("num_threads") = 0, py::arg("warmup") = 2,
+           py::arg("max_shapes") = 8)
+      .def("__call__", [](InferenceSession& s, const torch::Tensor& x) { return s.forward(x); },
+           py::call_guard<py::gil_scoped_release>())
+      .def_property_readonly("accuracy", &InferenceSession::accuracy)
+      .def_property_readonly("dtype", &InferenceSession::dtype)
+      .def_property_readonly("device", [](const InferenceSession& s) { return s.device().str(); })
+      .def_property_readonly("folded", &InferenceSession::folded)
+      .def_property_readonly("mode", &InferenceSession::mode)
+      .def_property_readonly("cached_shapes", &InferenceSession::cached_shapes)
+      .def_property_readonly("model_name", &InferenceSession::model_name);
+  m.def("runtime_built_with_cuda", &osteonet::runtime::built_with_cuda);
+  m.def("cpu_has_bf16", &osteonet::runtime::cpu_has_bf16);
+}
+
+}  // namespace osteonet::bindings

@@ -1,0 +1,117 @@
+// Inference runtime: Conv+BN folding and InferenceSession (CPU; CUDA graphs need a CUDA build + GPU).
+#include "testing.hpp"
+#include <torch/torch.h>
+
+#include <thread>
+
+#include <osteonet/backbones/registry.hpp>
+#include <osteonet/runtime/inference_session.hpp>
+
+namespace rt = osteonet::runtime;
+
+namespace {
+/// Random BatchNorm statistics and affine parameters, so that folding is not the identity.
+void perturb(osteonet::backbones::BackboneImpl& net) {
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(1);
+  for (auto& kv : net.module().named_buffers())
+    if (kv.key().find("running_var") != std::string::npos) kv.value().copy_(1.0 + torch::rand_like(kv.value()));
+    else if (kv.key().find("running_mean") != std::string::npos) kv.value().copy_(0.1 * torch::randn_like(kv.value()));
+  for (auto& p : net.module().parameters()) p.add_(0.05 * torch::randn_like(p));
+}
+/// Probabilities within 1e-4; logits within 1e-3 of their scale.
+bool close(const torch::Tensor& got, const torch::Tensor& expected) {
+  const double scale = std::max(1.0, expected.abs().max().item<double>());
+  return (got.softmax(1) - expected.softmax(1)).abs().max().item<double>() < 1e-4 &&
+         (got - expected).abs().max().item<double>() <= 1e-3 * scale;
+}
+}  // namespace
+
+TEST_CASE("fold_batchnorm keeps the eval output and makes the norms identities") {
+  auto net = osteonet::models::create_model("resnet18", {/*num_classes=*/10});
+  perturb(*net);
+  net->eval();
+  auto x = torch::randn({2, 3, 64, 64});
+  torch::NoGradGuard no_grad;
+  auto expected = net->forward(x);
+  auto copy = std::dynamic_pointer_cast<osteonet::backbones::BackboneImpl>(net->module().clone());
+  REQUIRE(copy != nullptr);
+  copy->eval();
+  CHECK(rt::fold_batchnorm(copy->module()) == 20);  // stem + 16 block convs + 3 downsamples
+  CHECK(close(copy->forward(x), expected));
+  // The original is untouched.
+  CHECK(torch::equal(net->forward(x), expected));
+}
+
+TEST_CASE("InferenceSession float32 equals eager, leaves the model unchanged, caches shapes") {
+  auto net = osteonet::models::create_model("resnet18", {/*num_classes=*/5});
+  perturb(*net);
+  net->train();
+  std::vector<torch::Tensor> before;
+  for (auto& t : net->module().parameters()) before.push_back(t.clone());
+  auto x = torch::randn({2, 3, 64, 64});
+  rt::InferenceSession session(*net, x, rt::InferenceSessionOptions().warmup(1));
+  CHECK(session.dtype() == "float32");
+  CHECK(session.mode() == "frozen");
+  CHECK(session.accuracy() < 1e-4);
+  CHECK(net->is_training());
+  auto params = net->module().parameters();
+  for (size_t i = 0; i < params.size(); ++i) CHECK(torch::equal(params[i], before[i]));
+
+  net->eval();
+  torch::NoGradGuard no_grad;
+  auto y = torch::randn({3, 3, 72, 64});
+  CHECK(close(session(y), net->forward(y)));
+  CHECK(close(session(x), net->forward(x)));
+  CHECK(session.cached_shapes().size() == 2);
+
+  // Several threads at once.
+  std::vector<torch::Tensor> outs(4);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i) threads.emplace_back([&, i] { outs[i] = session(x); });
+  for (auto& t : threads) t.join();
+  for (auto& o : outs) CHECK(close(o, net->forward(x)));
+}
+
+TEST_CASE("InferenceSession bfloat16 probabilities are within 1e-2 of float32") {
+  auto net = osteonet::models::create_model("mobilenet_v2", {/*num_classes=*/4});
+  perturb(*net);
+  auto x = torch::randn({1, 3, 64, 64});
+  rt::InferenceSession session(*net, x, rt::InferenceSessionOptions().dtype("bfloat16").warmup(0));
+  CHECK(session.dtype() == "bfloat16");
+  CHECK(session.accuracy() < 1e-2);
+  net->eval();
+  torch::NoGradGuard no_grad;
+  auto out = session(x);
+  CHECK(out.scalar_type() == torch::kFloat);
+  CHECK((out.softmax(1) - net->forward(x).softmax(1)).abs().max().item<double>() < 1e-2);
+}
+
+TEST_CASE("InferenceSession errors") {
+  auto net = osteonet::models::create_model("resnet18", {/*num_classes=*/3});
+  auto x = torch::randn({1, 3, 64, 64});
+  CHECK_THROWS_AS(rt::InferenceSession(*net, x, rt::InferenceSessionOptions().dtype("float16")), osteonet::ValueError);
+  if (!torch::cuda::is_available())
+    CHECK_THROWS_AS(rt::InferenceSession(*net, x, rt::InferenceSessionOptions().device("cuda")), osteonet::ValueError);
+  CHECK_THROWS_AS(rt::InferenceSession(*net, torch::ones({1, 3, 64, 64}, torch::kLong)), osteonet::TypeError);
+  rt::InferenceSession session(*net, x, rt::InferenceSessionOptions().warmup(0).freeze(false));
+  CHECK(session.mode() == "eager");
+  CHECK_THROWS_AS(session(torch::randn({1, 1, 64, 64})), osteonet::ValueError);
+  CHECK_THROWS_AS(session(torch::randn({1, 3, 64, 64}, torch::kDouble)), osteonet::TypeError);
+}
+
+#if defined(OSTEONET_WITH_CUDA)
+TEST_CASE("CUDA graph replay equals eager within 1e-6 (CUDA builds with a GPU only)") {
+  if (!torch::cuda::is_available()) return;
+  auto net = osteonet::models::create_model("resnet18", {/*num_classes=*/7});
+  perturb(*net);
+  auto x = torch::randn({2, 3, 64, 64}).cuda();
+  rt::InferenceSession graphed(*net, x, rt::InferenceSessionOptions().device("cuda"));
+  rt::InferenceSession eager(*net, x, rt::InferenceSessionOptions().device("cuda").cuda_graph(false));
+  CHECK(graphed.mode() == "cuda_graph");
+  for (int i = 0; i < 3; ++i) {
+    auto y = torch::randn({2, 3, 64, 64}).cuda();
+    CHECK((graphed(y) - eager(y)).abs().max().item<double>() <= 1e-6);
+  }
+}
+#endif
