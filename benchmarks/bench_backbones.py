@@ -93,6 +93,9 @@ def main(argv=None):
     ap.add_argument("--models", nargs="+", default=osteonet.list_models())
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--out", default=None, help="folder for backbones.json and backbones.md")
+    ap.add_argument("--update", action="store_true",
+                    help="replace only the measured (model, batch) rows of an existing --out/backbones.json "
+                         "(a targeted rerun); the rows keep their own repeats and machine load")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     info = machine()
@@ -104,10 +107,19 @@ def main(argv=None):
             print(f"{name:20s} b={batch} tv={row['torchvision_ms'] or 0:8.1f} py={row['osteonet_py_ms']:8.1f} "
                   f"cpp={row['osteonet_cpp_ms']:8.1f} ratio_py={row.get('ratio_py', float('nan')):.3f} "
                   f"ratio_cpp={row.get('ratio_cpp', float('nan')):.3f}", flush=True)
+    for r in rows:
+        r["repeats"], r["load_average"] = args.repeats, os.getloadavg()[0]
+    table = rows
+    if args.out and args.update:
+        with open(os.path.join(args.out, "backbones.json")) as f:
+            old = json.load(f)
+        fresh = {(r["model"], r["batch"]): r for r in rows}
+        table = [fresh.pop((r["model"], r["batch"]), r) for r in old["rows"]] + list(fresh.values())
+        info = old["machine"]
     if args.out:
         os.makedirs(args.out, exist_ok=True)
-        for fname, text in (("backbones.json", json.dumps({"machine": info, "repeats": args.repeats, "rows": rows}, indent=1)),
-                            ("backbones.md", to_markdown(rows, info))):
+        for fname, text in (("backbones.json", json.dumps({"machine": info, "repeats": args.repeats, "rows": table}, indent=1)),
+                            ("backbones.md", to_markdown(table, info))):
             tmp = os.path.join(args.out, fname + ".tmp")
             with open(tmp, "w") as f:
                 f.write(text)
