@@ -178,7 +178,7 @@ class DenseNetImpl : public Backbone<DenseNetImpl> {
       }
       ++i;
     }
-    return last_attention(torch::relu(x));
+    return last_attention(x.relu_());  // in place, as torchvision (x is norm5's output, not a tap)
   }
 
   std::vector<int64_t> tap_index_;

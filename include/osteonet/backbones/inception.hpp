@@ -27,7 +27,7 @@ class BasicConv2dImpl : public torch::nn::Cloneable<BasicConv2dImpl> {
     conv = register_module("conv", detail::conv2d_hw(in_, out_, k_, pad_, stride_));
     bn = register_module("bn", detail::batch_norm(out_, 1e-3));
   }
-  torch::Tensor forward(const torch::Tensor& x) { return torch::relu(bn(conv(x))); }
+  torch::Tensor forward(const torch::Tensor& x) { return bn(conv(x)).relu_(); }
   torch::nn::Conv2d conv{nullptr};
   torch::nn::BatchNorm2d bn{nullptr};
 

@@ -58,7 +58,7 @@ class BasicBlockImpl : public torch::nn::Cloneable<BasicBlockImpl> {
   }
 
   torch::Tensor forward(const torch::Tensor& x) {
-    auto out = sk_ ? sk_->forward(x) : torch::relu(bn1(conv1(x)));
+    auto out = sk_ ? sk_->forward(x) : bn1(conv1(x)).relu_();
     out = bn2(conv2(out));
     if (attn_) out = attn_->forward(out);
     out += downsample ? downsample->forward(x) : x;
@@ -114,8 +114,8 @@ class BottleneckImpl : public torch::nn::Cloneable<BottleneckImpl> {
   }
 
   torch::Tensor forward(const torch::Tensor& x) {
-    auto out = torch::relu(bn1(conv1(x)));
-    out = sk_ ? sk_->forward(out) : torch::relu(bn2(conv2(out)));
+    auto out = bn1(conv1(x)).relu_();
+    out = sk_ ? sk_->forward(out) : bn2(conv2(out)).relu_();
     out = bn3(conv3(out));
     if (attn_) out = attn_->forward(out);
     out += downsample ? downsample->forward(x) : x;
@@ -231,7 +231,7 @@ class ResNetImpl : public Backbone<ResNetImpl<Block>> {
 
   std::vector<torch::Tensor> forward_features(torch::Tensor x) override {
     check_input(x);
-    auto s = torch::relu(bn1(conv1(x)));
+    auto s = bn1(conv1(x)).relu_();
     auto c2 = layer1->forward(stem_attention(maxpool(s)));
     auto c3 = layer2->forward(c2);
     auto c4 = layer3->forward(c3);
@@ -247,7 +247,7 @@ class ResNetImpl : public Backbone<ResNetImpl<Block>> {
   torch::nn::Linear fc{nullptr};
 
  private:
-  torch::Tensor stem(const torch::Tensor& x) { return stem_attention(maxpool(torch::relu(bn1(conv1(x))))); }
+  torch::Tensor stem(const torch::Tensor& x) { return stem_attention(maxpool(bn1(conv1(x)).relu_())); }
 };
 
 template <typename Block>
