@@ -132,6 +132,93 @@ def bench_cell(name, batch, size, repeats):
     }
 
 
+class TorchScan(torch.nn.Module):
+    """Seed 002's scan in plain PyTorch (the reference and the TorchScript peer's source): torchvision
+    resnet34 -> fc1/BN/ReLU (32-d slice embedding) -> torch.nn.LSTM(32, 256) -> FC -> sigmoid. With
+    ``bf16_encoder`` the encoder runs in bfloat16 channels-last and the LSTM in float32 (CPU LSTMs
+    have no bfloat16 kernel in this torch)."""
+
+    def __init__(self, bf16_encoder=False):
+        super().__init__()
+        self.backbone = torchvision.models.resnet34(weights=None)
+        self.backbone.fc = torch.nn.Identity()
+        self.fc1, self.bn1 = torch.nn.Linear(512, 32), torch.nn.BatchNorm1d(32)
+        self.lstm = torch.nn.LSTM(32, 256, batch_first=True)
+        self.fc = torch.nn.Linear(256, 1)
+        self.bf16_encoder = bf16_encoder
+
+    def forward(self, x):  # T x 3 x 224 x 224 preprocessed slices of one scan
+        f = torch.relu(self.bn1(self.fc1(self.backbone(x)))).float()
+        _, (h, _) = self.lstm(f.unsqueeze(0))
+        return torch.sigmoid(self.fc(h[-1]))
+
+
+def bench_scan(slices, size, repeats):
+    """One scan of ``slices`` preprocessed slices (preprocessing is the same for all variants and left
+    out): ovf_resnet34 embeddings + LSTM aggregator; the session runs the encoder with features=True."""
+    from osteonet import sequence as seq
+
+    torch.manual_seed(0)
+    enc = seq.create_slice_encoder().eval()
+    perturb_(enc)
+    agg = seq.create_aggregator("lstm").eval()
+    x = torch.randn(slices, 3, size, size)
+    xb = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+
+    def torch_scan(bf16):
+        m = TorchScan(bf16)
+        m.backbone.load_state_dict({k[len("backbone."):]: v for k, v in enc.state_dict().items()
+                                    if k.startswith("backbone.")})
+        for k, v in list(enc.state_dict().items()) + list(agg.state_dict().items()):
+            if not k.startswith("backbone.") and k in m.state_dict():
+                m.state_dict()[k].copy_(v)
+        m.eval()
+        if bf16:
+            for part in (m.backbone, m.fc1, m.bn1):
+                part.to(torch.bfloat16)
+            m.backbone.to(memory_format=torch.channels_last)
+        return m
+
+    ref_model = torch_scan(False)
+    with torch.no_grad():
+        ref = ref_model(x)
+        ours = agg(enc.features(x)[None])
+    assert float((ours - ref).abs().max()) < 1e-4, "osteonet and the PyTorch scan disagree"
+    variants = {"pytorch_eager_fp32": lambda: ref_model(x), "osteonet_eager_fp32": lambda: agg(enc.features(x)[None])}
+    peer32 = freeze(ref_model, x)
+    variants["torchscript_peer_fp32"] = lambda: peer32(x)
+    peer16 = freeze(torch_scan(True), xb)
+    variants["torchscript_peer_bf16_cl"] = lambda: peer16(xb)
+    s32 = InferenceSession(enc, x, dtype="float32", features=True)
+    variants["session_fp32"] = lambda: agg(s32(x)[None])
+    s16 = InferenceSession(enc, x, dtype="bfloat16", features=True)
+    variants["session_bf16"] = lambda: agg(s16(x)[None])
+    acc, times = {}, {k: [] for k in variants}
+    with torch.no_grad():
+        for k, fn in variants.items():
+            for _ in range(2):
+                out = fn()
+            acc[k] = float((out.float() - ref).abs().max())
+        for _ in range(repeats):
+            for k, fn in variants.items():
+                t0 = time.perf_counter()
+                fn()
+                times[k].append((time.perf_counter() - t0) * 1e3)
+    base = "pytorch_eager_fp32"
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    p99 = {k: float(np.percentile(v, 99)) for k, v in times.items()}
+    return {
+        "model": f"ovf scan ({slices} slices: ovf_resnet34 + LSTM)", "batch": slices, "size": size, "repeats": repeats,
+        "peer_source": "torchvision resnet34 + torch.nn.LSTM", "baseline": base, "median_ms": med, "p99_ms": p99,
+        "speedup_vs_baseline": {k: med[base] / v for k, v in med.items()},
+        "session_vs_peer": {"fp32": med["torchscript_peer_fp32"] / med["session_fp32"],
+                            "bf16": med["torchscript_peer_bf16_cl"] / med["session_bf16"]},
+        "max_prob_diff_vs_eager_fp32": acc,
+        "session_accuracy_at_construction": {"fp32": s32.accuracy, "bf16": s16.accuracy},
+        "session_dtypes": {"fp32": s32.dtype, "bf16": s16.dtype},
+    }
+
+
 def markdown(res):
     m = res["machine"]
     lines = ["# Inference runtime (issue 8): CPU latency", "",
@@ -139,8 +226,11 @@ def markdown(res):
              f"torchvision {m['torchvision']}, oneDNN {m['mkldnn']}, bf16 flags {' '.join(m['bf16_flags'])}; "
              f"load average before {m['loadavg_before'][0]:.2f}. {m['note']}. No GPU: CUDA graphs not measured.", "",
              "Median ms (p99 ms); speed-up = baseline median / variant median (baseline: torchvision eager float32, "
-             "osteonet eager for dsnet_resnet50); `session/peer` > 1 means the session is faster than TorchScript "
-             "freeze + optimize_for_inference on the same model; max |Δp| vs eager float32.", "",
+             "osteonet eager for dsnet_resnet50, the PyTorch pipeline for the scan); `session/peer` > 1 means the "
+             "session is faster than TorchScript freeze + optimize_for_inference on the same model; max |Δp| vs eager "
+             "float32 (softmax probabilities; for the scan, its fracture probability). The scan cell takes "
+             "preprocessed 224-px slices; its session runs the encoder with `features=True` and osteonet's LSTM "
+             "aggregator eagerly.", "",
              "| model | batch | variant | median ms | p99 ms | speed-up | max abs Δprob |",
              "|---|---|---|---|---|---|---|"]
     for c in res["cells"]:
@@ -165,7 +255,7 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     # dsnet_resnet50 at batch 8 is left out by default (run time on the shared machine); add it with --cells.
     ap.add_argument("--cells", default="resnet50:1,resnet50:8,mobilenet_v2:1,mobilenet_v2:8,densenet121:1,"
-                                       "densenet121:8,dsnet_resnet50:1")
+                                       "densenet121:8,dsnet_resnet50:1,ovf_scan:64")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     res = {"machine": machine(), "cells": [],
@@ -174,7 +264,7 @@ def main():
     for cell_name in args.cells.split(","):
         name, b = cell_name.split(":")[0], int(cell_name.split(":")[1])
         reps = args.repeats if b == 1 and name != "dsnet_resnet50" else max(5, args.repeats // 4)
-        cell = bench_cell(name, b, args.size, reps)
+        cell = bench_scan(b, args.size, reps) if name == "ovf_scan" else bench_cell(name, b, args.size, reps)
         res["cells"].append(cell)
         print(json.dumps({k: cell[k] for k in ("model", "batch", "median_ms", "session_vs_peer",
                                                "max_prob_diff_vs_eager_fp32")}), flush=True)

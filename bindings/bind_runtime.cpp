@@ -18,7 +18,7 @@ void bind_runtime(py::module_& m) {
       .def(py::init([](const BackboneImpl& model, int64_t num_classes, const std::string& attention, int64_t in_chans,
                        const py::dict& model_options, const torch::Tensor& example, const std::string& dtype,
                        const std::string& device, bool cuda_graph, bool freeze, int64_t num_threads, int64_t warmup,
-                       int64_t max_shapes) {
+                       int64_t max_shapes, bool features) {
              osteonet::models::ModelConfig cfg;
              cfg.num_classes = num_classes;
              cfg.in_chans = in_chans;
@@ -27,13 +27,13 @@ void bind_runtime(py::module_& m) {
              py::gil_scoped_release release;  // tracing and freezing take a while
              InferenceSessionOptions o;
              o.dtype(dtype).device(device).cuda_graph(cuda_graph).freeze(freeze).num_threads(num_threads)
-                 .warmup(warmup).max_shapes(max_shapes);
+                 .warmup(warmup).max_shapes(max_shapes).features(features);
              return std::make_shared<InferenceSession>(model, cfg, example, o);
            }),
            py::arg("model"), py::arg("num_classes"), py::arg("attention"), py::arg("in_chans"), py::arg("model_options"),
            py::arg("example"), py::arg("dtype") = "float32", py::arg("device") = "cpu",
            py::arg("cuda_graph") = true, py::arg("freeze") = true, py::arg("num_threads") = 0, py::arg("warmup") = 2,
-           py::arg("max_shapes") = 8)
+           py::arg("max_shapes") = 8, py::arg("features") = false)
       .def("__call__", [](InferenceSession& s, const torch::Tensor& x) { return s.forward(x); },
            py::call_guard<py::gil_scoped_release>())
       .def_property_readonly("accuracy", &InferenceSession::accuracy)
@@ -42,7 +42,8 @@ void bind_runtime(py::module_& m) {
       .def_property_readonly("folded", &InferenceSession::folded)
       .def_property_readonly("mode", &InferenceSession::mode)
       .def_property_readonly("cached_shapes", &InferenceSession::cached_shapes)
-      .def_property_readonly("model_name", &InferenceSession::model_name);
+      .def_property_readonly("model_name", &InferenceSession::model_name)
+      .def_property_readonly("features", [](const InferenceSession& s) { return s.options().features(); });
   m.def("runtime_built_with_cuda", &osteonet::runtime::built_with_cuda);
   m.def("cpu_has_bf16", &osteonet::runtime::cpu_has_bf16);
 }

@@ -45,10 +45,13 @@ class InferenceSession:
         num_threads: ``torch.set_num_threads`` at construction when given (process-wide).
         warmup: runs of each new shape's program before use.
         max_shapes: shapes with their own program; later shapes run the folded copy eagerly.
+        features: run the model without its classifier and return its features (what the model
+            returns with ``num_classes=0``: pooled features; ``ovf_resnet34``: the 32-d slice
+            embedding that seed 002's aggregators take, so a scan runs as session + aggregator).
 
     Calling the session returns float32 outputs. ``accuracy`` is max |softmax(session) -
-    softmax(eager float32)| on the example input; a bfloat16 session above 1e-2 falls back to float32
-    (warning).
+    softmax(eager float32)| on the example input (with ``features=True``: max |difference| relative to
+    the largest feature value); a bfloat16 session above 1e-2 falls back to float32 (warning).
 
     Raises:
         TypeError: ``model`` is not an osteonet backbone model, or an input is not a float tensor.
@@ -57,7 +60,7 @@ class InferenceSession:
 
     def __init__(self, model: Any, example_input: torch.Tensor, dtype: str = "float32", device: str = "cpu",
                  cuda_graph: bool = True, freeze: bool = True, num_threads: Optional[int] = None,
-                 warmup: int = 2, max_shapes: int = 8) -> None:
+                 warmup: int = 2, max_shapes: int = 8, features: bool = False) -> None:
         if not isinstance(model, OsteoModel):
             raise TypeError("InferenceSession: model must be an osteonet backbone model (osteonet.create_model), "
                             f"got {type(model).__name__}")
@@ -66,7 +69,7 @@ class InferenceSession:
         for name, value in (("dtype", dtype), ("device", device)):
             if not isinstance(value, str):
                 raise TypeError(f"InferenceSession: {name} must be a str, got {type(value).__name__}")
-        for name, value in (("cuda_graph", cuda_graph), ("freeze", freeze)):
+        for name, value in (("cuda_graph", cuda_graph), ("freeze", freeze), ("features", features)):
             if not isinstance(value, bool):
                 raise TypeError(f"InferenceSession: {name} must be a bool, got {type(value).__name__}")
         for name, value in (("num_threads", 0 if num_threads is None else num_threads), ("warmup", warmup),
@@ -83,10 +86,15 @@ class InferenceSession:
         in_chans = config.pop("in_chans", model.in_chans)
         self._session = _core.InferenceSession(model._cpp, num_classes, attention, in_chans, config,
                                                example_input.detach(), dtype, device, cuda_graph, freeze,
-                                               num_threads or 0, warmup, max_shapes)
+                                               num_threads or 0, warmup, max_shapes, features)
         if dtype == "bfloat16" and self._session.dtype != "bfloat16":
             warnings.warn(f"InferenceSession({self.model_name}): bfloat16 probabilities differed from float32 by "
                           "more than 1e-2 on the example input; the session runs in float32", RuntimeWarning)
+
+    @property
+    def features(self) -> bool:
+        """True when the session returns features (the model without its classifier)."""
+        return self._session.features
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):

@@ -178,3 +178,37 @@ def test_cuda_graph_replay_equals_eager():  # pragma: no cover - no GPU on the d
     for _ in range(3):
         y = torch.randn(2, 3, 64, 64, device="cuda")
         assert (graphed(y) - eager(y)).abs().max() <= 1e-6
+
+
+def test_features_session_returns_the_slice_embedding():
+    """features=True: the model without its classifier (ovf_resnet34: the 32-d embedding seed 002's
+    aggregators take; a backbone: its pooled features), equal to the eager computation."""
+    from osteonet import sequence as seq
+
+    enc = seq.create_slice_encoder()
+    perturb_(enc)
+    enc.eval()
+    x = torch.randn(3, 3, 64, 64)
+    session = InferenceSession(enc, x, features=True, warmup=0)
+    assert session.features and session.accuracy < 1e-4
+    with torch.no_grad():
+        expected = enc.features(x)
+        got = session(x)
+        assert got.shape == (3, 32)
+        assert (got - expected).abs().max() <= 1e-4 * max(1.0, float(expected.abs().max()))
+        # the aggregator on the session's embeddings gives the eager scan probability
+        agg = seq.create_aggregator("lstm").eval()
+        assert torch.allclose(agg(got[None]), agg(expected[None]), atol=1e-5)
+    model = _model("resnet18")
+    model.eval()
+    session = InferenceSession(model, torch.randn(1, 3, 64, 64), features=True, warmup=0)
+    headless = osteonet.create_model("resnet18", num_classes=0)
+    headless.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("fc.")})
+    headless.eval()
+    y = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = headless(y)
+        got = session(y)
+    assert got.shape == (2, 512) and (got - expected).abs().max() <= 1e-4 * max(1.0, float(expected.abs().max()))
+    with pytest.raises(TypeError, match="features must be a bool"):
+        InferenceSession(model, y, features="yes")

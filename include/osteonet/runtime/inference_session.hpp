@@ -70,6 +70,10 @@ struct InferenceSessionOptions {
   TORCH_ARG(double, tolerance_float32) = 1e-4;
   /// The same for bfloat16; above it the session falls back to float32 with a warning.
   TORCH_ARG(double, tolerance_bfloat16) = 1e-2;
+  /// Run the model without its classifier: the session returns what the model's num_classes = 0
+  /// form returns (pooled features; ovf_resnet34: the 32-d slice embedding that seed 002's
+  /// aggregators take). The accuracy check is then relative to the largest feature value.
+  TORCH_ARG(bool, features) = false;
 };
 
 /// A prepared, thread-safe callable copy of an osteonet backbone for inference.
@@ -120,6 +124,7 @@ class InferenceSession {
     OSTEONET_CHECK(options_.num_threads() >= 0, where, ": num_threads must be >= 0, got num_threads=",
                    options_.num_threads());
     device_ = parse_device(options_.device(), where);
+    if (options_.features()) config_.num_classes = 0;  // the copies are built without the classifier
     OSTEONET_CHECK_TYPE(example.defined(), where, ": expected an example input tensor, got an undefined tensor");
     OSTEONET_CHECK_TYPE(example.is_floating_point(), where, ": expected a floating-point example input, got dtype=",
                         example.dtype());
@@ -219,15 +224,19 @@ class InferenceSession {
     const std::string where = "InferenceSession(" + model.model_name() + ")";
     auto net = models::create_model(model.model_name(), config);
     torch::NoGradGuard no_grad;
+    // Without its classifier (config.num_classes == 0 while the model has one), the copy holds a
+    // subset of the model's tensors; otherwise exactly the same set.
+    const bool subset = config.num_classes == 0 && model.num_classes() != 0;
     auto copy_all = [&](const torch::OrderedDict<std::string, torch::Tensor>& src,
                         torch::OrderedDict<std::string, torch::Tensor> dst) {
-      OSTEONET_CHECK(src.size() == dst.size(), where, ": the model does not match its configuration (",
-                     src.size(), " vs ", dst.size(), " tensors); pass the ModelConfig it was created with");
-      for (const auto& kv : src) {
-        auto* t = dst.find(kv.key());
+      OSTEONET_CHECK(subset ? src.size() >= dst.size() : src.size() == dst.size(), where,
+                     ": the model does not match its configuration (", src.size(), " vs ", dst.size(),
+                     " tensors); pass the ModelConfig it was created with");
+      for (auto& kv : dst) {
+        const auto* t = src.find(kv.key());
         OSTEONET_CHECK(t != nullptr && t->sizes() == kv.value().sizes(), where, ": the model does not match its ",
                        "configuration at '", kv.key(), "'; pass the ModelConfig it was created with");
-        t->copy_(kv.value());
+        kv.value().copy_(*t);
       }
     };
     copy_all(model.named_parameters(true), net->named_parameters(true));
