@@ -12,7 +12,7 @@ from . import _core
 from .models import CppModule
 
 __all__ = ["list_segmenters", "create_segmenter", "Segmenter", "dice_loss", "cross_entropy_loss", "combined_loss",
-           "sliding_window_inference", "mat_region"]
+           "sliding_window_inference", "mat_region", "segmentation_step", "predict_labels", "keep_largest_component"]
 
 _s = _core.segmentation
 
@@ -87,3 +87,52 @@ def sliding_window_inference(model: Union["Segmenter", Callable[[torch.Tensor], 
 def mat_region(image: torch.Tensor, mask: torch.Tensor, size: int = 224, margin: float = 0.1) -> torch.Tensor:
     """image · mask cropped to the mask's box (+ margin) and resized to size x size (C x H x W in and out)."""
     return _s.mat_region(image, mask, size, margin)
+
+
+def segmentation_step(ce_weight: float = 1.0, dice_weight: float = 1.0) -> Callable:
+    """A training step for :class:`osteonet.train.Trainer`: ``batch = (images, labels)`` (N x C x H x W,
+    N x H x W class indices), combined loss; with deep supervision, the mean over the heads' losses."""
+
+    def step(model, batch):
+        x, y = batch
+        out = model(x)
+        outs = out if isinstance(out, (list, tuple)) else [out]
+        return sum(combined_loss(o, y, ce_weight, dice_weight) for o in outs) / len(outs)
+
+    return step
+
+
+def predict_labels(model: torch.nn.Module, images: torch.Tensor, out_size: Optional[Sequence[int]] = None,
+                   batch_size: int = 8) -> torch.Tensor:
+    """Class indices (N x H x W, int64) of `images` (N x C x h x w) in eval mode; with `out_size` the
+    logits are first resized bilinearly to it (segment at a low resolution, measure at the original)."""
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        raise ValueError(f"predict_labels: images must be an N x C x H x W tensor, got "
+                         f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}")
+    was = model.training
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, images.shape[0], max(1, int(batch_size))):
+            logits = model(images[i:i + batch_size])
+            if out_size is not None:
+                logits = torch.nn.functional.interpolate(logits, size=tuple(int(s) for s in out_size), mode="bilinear",
+                                                         align_corners=False)
+            out.append(logits.argmax(1))
+    model.train(was)
+    return torch.cat(out)
+
+
+def keep_largest_component(mask: torch.Tensor) -> torch.Tensor:
+    """The largest 8-connected component of a 2-D mask (bool H x W); an empty mask stays empty. Removes
+    the stray blobs a segmentation leaves, which would otherwise widen a matting box."""
+    from scipy import ndimage
+
+    m = mask.detach().cpu().numpy().astype(bool)
+    if m.ndim != 2:
+        raise ValueError(f"keep_largest_component: mask must be H x W, got shape {tuple(mask.shape)}")
+    lab, n = ndimage.label(m, structure=[[1, 1, 1], [1, 1, 1], [1, 1, 1]])
+    if n <= 1:
+        return torch.from_numpy(m)
+    sizes = ndimage.sum(m, lab, index=range(1, n + 1))
+    return torch.from_numpy(lab == (1 + int(sizes.argmax())))
