@@ -50,8 +50,9 @@ def roc_png(path: str, curves: Dict[str, Dict[str, Sequence[float]]], title: str
 
 
 def mask_overlay_png(path: str, images: Sequence[np.ndarray], truths: Sequence[np.ndarray], preds: Sequence[np.ndarray],
-                     titles: Sequence[str], num_labels: int = 2, cols: int = 4) -> None:
-    """Images in a grid with the reference (solid) and predicted (dashed) outline of each label 1..num_labels-1."""
+                     titles: Sequence[str], num_labels: int = 2, cols: int = 4, zoom_margin: Optional[float] = None) -> None:
+    """Images in a grid with the reference (solid) and predicted (dashed) outline of each label 1..num_labels-1.
+    With `zoom_margin`, each panel shows only the box of both masks widened by that fraction of its size."""
     plt = _plt()
     n = len(images)
     cols = max(1, min(cols, n))
@@ -63,9 +64,17 @@ def mask_overlay_png(path: str, images: Sequence[np.ndarray], truths: Sequence[n
     for i in range(n):
         ax = axes.ravel()[i]
         ax.imshow(images[i], cmap="gray")
+        both = (np.asarray(truths[i]) > 0) | (np.asarray(preds[i]) > 0)
+        if zoom_margin is not None and both.any():
+            ys, xs = np.nonzero(both)
+            my, mx = zoom_margin * (ys.ptp() + 1) + 4, zoom_margin * (xs.ptp() + 1) + 4
+            ax.set_xlim(xs.min() - mx, xs.max() + mx)
+            ax.set_ylim(ys.max() + my, ys.min() - my)
         for k in range(1, num_labels):
             c = colors((k - 1) % 10)
-            for m, style in ((truths[i], "solid"), (preds[i], "dashed")):
+            pairs = ((truths[i], "solid", c), (preds[i], "dashed", c)) if num_labels > 2 else \
+                ((truths[i], "solid", "lime"), (preds[i], "dashed", "red"))
+            for m, style, c in pairs:
                 mk = (np.asarray(m) == k).astype(float)
                 if 0 < mk.sum() < mk.size:
                     ax.contour(mk, levels=[0.5], colors=[c], linewidths=1.0, linestyles=style)

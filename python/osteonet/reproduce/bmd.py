@@ -211,7 +211,7 @@ def reproduce(out: str, preset: str = "quick", seed: int = 0, data: Optional[str
         pick += [j for j, l in enumerate(lev_te) if l == lv][:1]
     figures.mask_overlay_png(os.path.join(out, "masks_over_images.png"), [images[te[j]].numpy() for j in pick],
                              [masks[te[j]].numpy() for j in pick], [pred_te[j].numpy() for j in pick],
-                             [f"{lev_te[j]} Dice {dice_te[j]:.3f}" for j in pick])
+                             [f"{lev_te[j]} Dice {dice_te[j]:.3f}" for j in pick], zoom_margin=0.6)
     figures.bland_altman_png(os.path.join(out, "bland_altman.png"), true_bmd, pred_bmd, ba, "(mg/cm³)",
                              "Bland–Altman: predicted vs reference BMD")
     figures.scatter_png(os.path.join(out, "bmd_scatter.png"), true_bmd, pred_bmd, "BMD (mg/cm³)",
