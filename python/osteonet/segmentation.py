@@ -7,12 +7,13 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import torch
+import torch.nn.functional as F
 
 from . import _core
 from .models import CppModule
 
 __all__ = ["list_segmenters", "create_segmenter", "Segmenter", "dice_loss", "cross_entropy_loss", "combined_loss",
-           "sliding_window_inference", "mat_region", "segmentation_step", "predict_labels", "keep_largest_component"]
+           "sliding_window_inference", "mat_region", "segmentation_step", "balanced_class_weights", "predict_labels", "keep_largest_component"]
 
 _s = _core.segmentation
 
@@ -89,17 +90,41 @@ def mat_region(image: torch.Tensor, mask: torch.Tensor, size: int = 224, margin:
     return _s.mat_region(image, mask, size, margin)
 
 
-def segmentation_step(ce_weight: float = 1.0, dice_weight: float = 1.0) -> Callable:
+def segmentation_step(ce_weight: float = 1.0, dice_weight: float = 1.0,
+                      class_weights: Optional[Sequence[float]] = None) -> Callable:
     """A training step for :class:`osteonet.train.Trainer`: ``batch = (images, labels)`` (N x C x H x W,
-    N x H x W class indices), combined loss; with deep supervision, the mean over the heads' losses."""
+    N x H x W class indices), combined loss; with deep supervision, the mean over the heads' losses.
+    `class_weights` (one per class) weight the cross-entropy term, e.g. :func:`balanced_class_weights`
+    for small structures such as Ward's triangle."""
+    w = None if class_weights is None else torch.as_tensor([float(v) for v in class_weights], dtype=torch.float32)
+
+    def loss_of(logits, y):
+        if w is None:
+            return combined_loss(logits, y, ce_weight, dice_weight)
+        if logits.shape[1] != w.numel():
+            raise ValueError(f"segmentation_step: one class weight per class, got {w.numel()} weights for "
+                             f"{logits.shape[1]} classes")
+        return ce_weight * F.cross_entropy(logits, y, weight=w.to(logits)) + dice_weight * dice_loss(logits, y)
 
     def step(model, batch):
         x, y = batch
         out = model(x)
         outs = out if isinstance(out, (list, tuple)) else [out]
-        return sum(combined_loss(o, y, ce_weight, dice_weight) for o in outs) / len(outs)
+        return sum(loss_of(o, y) for o in outs) / len(outs)
 
     return step
+
+
+def balanced_class_weights(labels: torch.Tensor, num_classes: int, power: float = 0.5) -> List[float]:
+    """Weights (frequency of each class in `labels`) ** -power, scaled to mean 1; absent classes get the
+    largest weight."""
+    counts = torch.bincount(labels.reshape(-1).long(), minlength=num_classes)[:num_classes].double()
+    if counts.sum() == 0:
+        raise ValueError("balanced_class_weights: labels are empty")
+    freq = counts / counts.sum()
+    w = torch.where(freq > 0, freq.clamp_min(1e-12) ** -power, torch.zeros_like(freq))
+    w = torch.where(freq > 0, w, w.max())
+    return (w / w.mean()).tolist()
 
 
 def predict_labels(model: torch.nn.Module, images: torch.Tensor, out_size: Optional[Sequence[int]] = None,

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from osteonet import metrics
-from osteonet.segmentation import (combined_loss, create_segmenter, cross_entropy_loss, dice_loss,
+from osteonet.segmentation import (balanced_class_weights, combined_loss, create_segmenter, cross_entropy_loss, dice_loss,
                                    keep_largest_component, mat_region, predict_labels, segmentation_step,
                                    sliding_window_inference)
 from test_models_reference import deterministic_fill_
@@ -181,6 +181,22 @@ def test_segmentation_step_averages_heads_and_predict_labels_resizes():
     assert not m.training
     with pytest.raises(ValueError, match="N x C x H x W"):
         predict_labels(m, torch.randn(16, 16))
+
+
+def test_class_weighted_step_and_balanced_weights():
+    y = torch.zeros(1, 10, 10, dtype=torch.long)
+    y[0, :1] = 1  # 10 pixels of class 1, 90 of class 0, none of class 2
+    w = balanced_class_weights(y, 3)
+    raw = [0.9 ** -0.5, 0.1 ** -0.5, 0.1 ** -0.5]  # the absent class takes the largest weight
+    assert w == pytest.approx([v / (sum(raw) / 3) for v in raw])
+    logits = torch.randn(1, 3, 10, 10)
+    m = lambda x: logits  # a "model" returning fixed logits
+    got = segmentation_step(0.5, 2.0, class_weights=w)(m, (None, y))
+    ref = 0.5 * F.cross_entropy(logits, y, weight=torch.tensor(w)) + 2.0 * dice_loss(logits, y)
+    assert torch.allclose(got, ref, atol=1e-6)
+    assert not torch.allclose(got, segmentation_step(0.5, 2.0)(m, (None, y)))
+    with pytest.raises(ValueError, match="one class weight per class, got 2 weights for 3 classes"):
+        segmentation_step(class_weights=[1.0, 1.0])(m, (None, y))
 
 
 def test_keep_largest_component():

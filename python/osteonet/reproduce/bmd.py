@@ -82,7 +82,7 @@ def to_labels(masks: torch.Tensor, size: Optional[int] = None) -> torch.Tensor:
 
 
 def train_segmenter(name: str, options: Dict, num_labels: int, x: torch.Tensor, y: torch.Tensor, cfg: Dict,
-                    out_dir: str, seed: int, progress: bool, prefix: str = "seg"):
+                    out_dir: str, seed: int, progress: bool, prefix: str = "seg", class_weights=None):
     ot.seed_everything(seed)
     model = create_segmenter(name, in_chans=1, num_classes=num_labels, **options)
     bs = cfg[f"{prefix}_batch_size"]
@@ -90,7 +90,7 @@ def train_segmenter(name: str, options: Dict, num_labels: int, x: torch.Tensor, 
     opt = ot.create_optimizer("adamw", model, lr=cfg[f"{prefix}_lr"], weight_decay=1e-4)
     trainer = ot.Trainer(model, opt, ot.make_schedule("cosine", t_max=max(1, cfg[f"{prefix}_epochs"])),
                          epochs=cfg[f"{prefix}_epochs"], out_dir=out_dir, seed=seed, progress=progress)
-    trainer.fit(loader, segmentation_step())
+    trainer.fit(loader, segmentation_step(class_weights=class_weights))
     return model.eval()
 
 
