@@ -146,6 +146,14 @@ def _cmd_reproduce(a) -> int:
         print(res["markdown"])
         print(f"wrote {a.out}/table.json and {a.out}/table.md")
         return 0
+    if a.paper in ("bmd", "hip"):
+        import importlib
+
+        res = importlib.import_module(f"osteonet.reproduce.{a.paper}").reproduce(a.out, preset=a.preset, seed=a.seed,
+                                                                                 data=a.data, progress=not a.quiet)
+        print(res["markdown"])
+        print(f"wrote {a.out}/table.json and {a.out}/table.md")
+        return 0
     raise ValueError(f"reproduce: unknown paper {a.paper!r}")
 
 
@@ -193,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--window-width", type=float, default=1800.0)
     r.set_defaults(fn=_cmd_predict)
     q = sub.add_parser("reproduce", help="reproduce a paper's tables on built-in data")
-    q.add_argument("paper", choices=["dsnet"])
+    q.add_argument("paper", choices=["dsnet", "bmd", "hip"])
     q.add_argument("--preset", choices=["quick", "paper"], default="quick")
     q.add_argument("--out", required=True)
     q.add_argument("--seed", type=int, default=0)

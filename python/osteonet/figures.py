@@ -49,6 +49,69 @@ def roc_png(path: str, curves: Dict[str, Dict[str, Sequence[float]]], title: str
     _save(fig, path)
 
 
+def mask_overlay_png(path: str, images: Sequence[np.ndarray], truths: Sequence[np.ndarray], preds: Sequence[np.ndarray],
+                     titles: Sequence[str], num_labels: int = 2, cols: int = 4, zoom_margin: Optional[float] = None) -> None:
+    """Images in a grid with the reference (solid) and predicted (dashed) outline of each label 1..num_labels-1.
+    With `zoom_margin`, each panel shows only the box of both masks widened by that fraction of its size."""
+    plt = _plt()
+    n = len(images)
+    cols = max(1, min(cols, n))
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.4 * rows), squeeze=False)
+    colors = plt.get_cmap("tab10")
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i in range(n):
+        ax = axes.ravel()[i]
+        ax.imshow(images[i], cmap="gray")
+        both = (np.asarray(truths[i]) > 0) | (np.asarray(preds[i]) > 0)
+        if zoom_margin is not None and both.any():
+            ys, xs = np.nonzero(both)
+            my, mx = zoom_margin * (ys.ptp() + 1) + 4, zoom_margin * (xs.ptp() + 1) + 4
+            ax.set_xlim(xs.min() - mx, xs.max() + mx)
+            ax.set_ylim(ys.max() + my, ys.min() - my)
+        for k in range(1, num_labels):
+            c = colors((k - 1) % 10)
+            pairs = ((truths[i], "solid", c), (preds[i], "dashed", c)) if num_labels > 2 else \
+                ((truths[i], "solid", "lime"), (preds[i], "dashed", "red"))
+            for m, style, c in pairs:
+                mk = (np.asarray(m) == k).astype(float)
+                if 0 < mk.sum() < mk.size:
+                    ax.contour(mk, levels=[0.5], colors=[c], linewidths=1.0, linestyles=style)
+        ax.set_title(titles[i], fontsize=8)
+    fig.suptitle("reference (solid) and predicted (dashed) outlines", fontsize=9)
+    _save(fig, path)
+
+
+def bland_altman_png(path: str, reference: Sequence[float], measured: Sequence[float], ba: Dict, units: str = "",
+                     title: str = "Bland–Altman") -> None:
+    """Difference (measured − reference) against the mean, with the bias and the limits of agreement."""
+    plt = _plt()
+    ref, mea = np.asarray(reference, float), np.asarray(measured, float)
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.scatter((ref + mea) / 2, mea - ref, s=12, alpha=0.7)
+    for key, style in (("bias", "-"), ("loa_low", "--"), ("loa_high", "--")):
+        if key in ba:
+            ax.axhline(ba[key], color="k", ls=style, lw=1)
+            ax.text(ax.get_xlim()[1], ba[key], f" {key} {ba[key]:.1f}", va="center", fontsize=8)
+    ax.set_xlabel(f"mean of reference and predicted {units}"), ax.set_ylabel(f"predicted − reference {units}")
+    ax.set_title(title)
+    _save(fig, path)
+
+
+def scatter_png(path: str, reference: Sequence[float], predicted: Sequence[float], units: str = "",
+                title: str = "predicted vs reference") -> None:
+    """Predicted against reference values with the identity line."""
+    plt = _plt()
+    ref, pred = np.asarray(reference, float), np.asarray(predicted, float)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.scatter(ref, pred, s=12, alpha=0.7)
+    lo, hi = float(min(ref.min(), pred.min())), float(max(ref.max(), pred.max()))
+    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+    ax.set_xlabel(f"reference {units}"), ax.set_ylabel(f"predicted {units}"), ax.set_title(title)
+    _save(fig, path)
+
+
 def training_curves_png(path: str, history: List[Dict[str, float]]) -> None:
     plt = _plt()
     keys = [k for k in sorted({k for r in history for k in r}) if k not in ("epoch", "seconds", "lr")]

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from osteonet import metrics
-from osteonet.segmentation import (combined_loss, create_segmenter, cross_entropy_loss, dice_loss, mat_region,
+from osteonet.segmentation import (balanced_class_weights, combined_loss, create_segmenter, cross_entropy_loss, dice_loss,
+                                   keep_largest_component, mat_region, predict_labels, segmentation_step,
                                    sliding_window_inference)
 from test_models_reference import deterministic_fill_
 
@@ -45,6 +46,20 @@ def test_gradcheck_double():
     m = create_segmenter("unet_plusplus", in_chans=1, num_classes=2, base_channels=2, depth=2).double().eval()
     x = torch.randn(1, 1, 8, 8, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: m(t), (x,), eps=1e-6, atol=1e-5)
+
+
+def test_gradcheck_classic_unet_double():
+    m = create_segmenter("unet", in_chans=1, num_classes=2, base_channels=2, depth=2).double().eval()
+    x = torch.randn(1, 1, 8, 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: m(t), (x,), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["dice", "ce", "combined"])
+def test_loss_gradients_match_finite_differences(loss):
+    fn = {"dice": dice_loss, "ce": cross_entropy_loss, "combined": lambda l, t: combined_loss(l, t, 0.7, 1.3)}[loss]
+    logits = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(0, 3, (2, 4, 5))
+    assert torch.autograd.gradcheck(lambda l: fn(l, target), (logits,), eps=1e-6, atol=1e-6)
 
 
 def test_deep_supervision_heads():
@@ -120,7 +135,9 @@ def test_sliding_window_equals_whole_image_where_both_fit():
         sliding_window_inference(m, x, window=(32, 32), overlap=1.0)
 
 
-def test_tiny_overfit_reaches_dice_095():
+@pytest.mark.parametrize("name,opts", [("unet", dict(base_channels=8, depth=2)),
+                                       ("unet_plusplus", dict(base_channels=8, depth=2, deep_supervision=True))])
+def test_tiny_overfit_reaches_dice_095(name, opts):
     torch.manual_seed(0)
     yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
     masks, images = [], []
@@ -129,11 +146,12 @@ def test_tiny_overfit_reaches_dice_095():
         masks.append(disk)
         images.append(disk.float() * 0.8 + 0.1 * torch.randn(32, 32))
     x, y = torch.stack(images).unsqueeze(1), torch.stack(masks)
-    m = create_segmenter("unet", in_chans=1, num_classes=2, base_channels=8, depth=2)
+    m = create_segmenter(name, in_chans=1, num_classes=2, **opts)
     opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    step = segmentation_step()  # averages the deep-supervision heads' losses
     for _ in range(60):
         opt.zero_grad()
-        loss = combined_loss(m(x), y)
+        loss = step(m, (x, y))
         loss.backward()
         opt.step()
     m.eval()
@@ -143,6 +161,52 @@ def test_tiny_overfit_reaches_dice_095():
     d = 2 * inter / ((pred == 1).sum().item() + (y == 1).sum().item())
     assert d > 0.95, d
     assert float(metrics.dice(pred.numpy(), y.numpy(), num_classes=2, reduction="mean")) > 0.95
+
+
+def test_segmentation_step_averages_heads_and_predict_labels_resizes():
+    m = create_segmenter("unet_plusplus", in_chans=1, num_classes=3, base_channels=4, depth=3, deep_supervision=True)
+    x, y = torch.randn(2, 1, 16, 16), torch.randint(0, 3, (2, 16, 16))
+    torch.manual_seed(1)
+    heads = m.train()(x)
+    expected = sum(combined_loss(h, y) for h in heads) / len(heads)
+    torch.manual_seed(1)
+    assert torch.allclose(segmentation_step()(m, (x, y)), expected, atol=1e-6)
+    m.eval()
+    with torch.no_grad():
+        logits = m(x)
+    assert torch.equal(predict_labels(m, x, batch_size=1), logits.argmax(1))
+    up = predict_labels(m, x, out_size=(40, 40))
+    assert up.shape == (2, 40, 40) and up.dtype == torch.int64
+    assert torch.equal(up, F.interpolate(logits, size=(40, 40), mode="bilinear", align_corners=False).argmax(1))
+    assert not m.training
+    with pytest.raises(ValueError, match="N x C x H x W"):
+        predict_labels(m, torch.randn(16, 16))
+
+
+def test_class_weighted_step_and_balanced_weights():
+    y = torch.zeros(1, 10, 10, dtype=torch.long)
+    y[0, :1] = 1  # 10 pixels of class 1, 90 of class 0, none of class 2
+    w = balanced_class_weights(y, 3)
+    raw = [0.9 ** -0.5, 0.1 ** -0.5, 0.1 ** -0.5]  # the absent class takes the largest weight
+    assert w == pytest.approx([v / (sum(raw) / 3) for v in raw])
+    logits = torch.randn(1, 3, 10, 10)
+    m = lambda x: logits  # a "model" returning fixed logits
+    got = segmentation_step(0.5, 2.0, class_weights=w)(m, (None, y))
+    ref = 0.5 * F.cross_entropy(logits, y, weight=torch.tensor(w)) + 2.0 * dice_loss(logits, y)
+    assert torch.allclose(got, ref, atol=1e-6)
+    assert not torch.allclose(got, segmentation_step(0.5, 2.0)(m, (None, y)))
+    with pytest.raises(ValueError, match="one class weight per class, got 2 weights for 3 classes"):
+        segmentation_step(class_weights=[1.0, 1.0])(m, (None, y))
+
+
+def test_keep_largest_component():
+    mask = torch.zeros(10, 10, dtype=torch.bool)
+    mask[1:4, 1:4] = True
+    mask[6:10, 5:10] = True
+    mask[0, 9] = True
+    kept = keep_largest_component(mask)
+    assert int(kept.sum()) == 20 and bool(kept[7, 7]) and not bool(kept[2, 2])
+    assert not keep_largest_component(torch.zeros(4, 4, dtype=torch.bool)).any()
 
 
 def test_matting_crops_and_masks():

@@ -16,7 +16,7 @@ from .writers import hu_to_png8, write_ct_dicom, write_png
 
 CLASS_NAMES = ["normal", "osteopenia", "osteoporosis"]
 MANIFEST_COLUMNS = ["path", "dicom_path", "label", "label_index", "patient_id", "level", "t_score", "bmd",
-                    "x1", "y1", "x2", "y2", "kvp", "pixel_spacing", "width", "height"]
+                    "x1", "y1", "x2", "y2", "kvp", "pixel_spacing", "width", "height", "mask_path"]
 
 
 def _uid(seed: int, *parts) -> str:
@@ -26,9 +26,11 @@ def _uid(seed: int, *parts) -> str:
 
 
 def generate_ct_dataset(out: str, n_patients: int = 30, slices_per_patient: int = 8, seed: int = 0,
-                        dicom: bool = True, progress: bool = True, balanced: bool = True) -> Dict[str, object]:
+                        dicom: bool = True, progress: bool = True, balanced: bool = True,
+                        masks: bool = True) -> Dict[str, object]:
     """Generates `n_patients` patients (WHO classes balanced) with `slices_per_patient` axial slices
-    each (cycling L1-L4) into `out`. Returns a summary. Deterministic in `seed`."""
+    each (cycling L1-L4) into `out`. With `masks`, the vertebral-body mask of each slice goes to
+    `masks/<stem>.png` (0/255; manifest column mask_path). Returns a summary. Deterministic in `seed`."""
     if n_patients < 1 or slices_per_patient < 1:
         raise ValueError(f"generate_ct_dataset: need n_patients >= 1 and slices_per_patient >= 1, "
                          f"got n_patients={n_patients} slices_per_patient={slices_per_patient}")
@@ -50,6 +52,10 @@ def generate_ct_dataset(out: str, n_patients: int = 30, slices_per_patient: int 
             stem = f"{pid}_{s_idx:03d}_{level}"
             png_rel = os.path.join("png", f"{stem}.png")
             write_png(os.path.join(out, png_rel), hu_to_png8(sl.hu))
+            mask_rel = ""
+            if masks:
+                mask_rel = os.path.join("masks", f"{stem}.png")
+                write_png(os.path.join(out, mask_rel), sl.mask.astype(np.uint8) * 255)
             dcm_rel = ""
             if dicom:
                 dcm_rel = os.path.join("dicom", pid, f"{s_idx:03d}.dcm")
@@ -65,7 +71,8 @@ def generate_ct_dataset(out: str, n_patients: int = 30, slices_per_patient: int 
             rows.append({"path": png_rel, "dicom_path": dcm_rel, "label": CLASS_NAMES[who], "label_index": int(who),
                          "patient_id": pid, "level": level, "t_score": round(patient.t_score, 4),
                          "bmd": round(patient.bmd, 3), "x1": x1, "y1": y1, "x2": x2, "y2": y2, "kvp": scanner.kvp,
-                         "pixel_spacing": round(scanner.pixel_spacing, 5), "width": w, "height": h})
+                         "pixel_spacing": round(scanner.pixel_spacing, 5), "width": w, "height": h,
+                         "mask_path": mask_rel})
             bar.update(1)
     bar.close()
     coco = {"images": images, "annotations": annotations,
