@@ -788,7 +788,9 @@ def predict_ovf(checkpoint: Union[str, os.PathLike], input_path: Union[str, os.P
             patch = max(4, card["image_size"] // 7)
             occ = occlusion_sensitivity(enc, x, patch_size=patch, stride=max(2, patch // 2))
             result["overlay"] = os.path.join(out_dir, f"{base}_occlusion.png")
-            save_occlusion_overlay(grey[0, 0], occ["heatmap"], result["overlay"],
+            big = lambda t: t if t.shape[-1] >= 256 else nn.functional.interpolate(  # noqa: E731
+                t[None, None], size=(256, 256), mode="bilinear", align_corners=False)[0, 0]
+            save_occlusion_overlay(big(grey[0, 0]), big(occ["heatmap"]), result["overlay"],
                                    title=f"{card['aggregator']}: p(fracture) {result['probability']:.2f}, "
                                          f"slice {int(idx[k])} p {float(probs[k]):.2f}")
         result["json"] = os.path.join(out_dir, f"{base}.json")

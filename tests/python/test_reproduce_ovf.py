@@ -169,3 +169,17 @@ def test_reproduce_rejects_bad_options(tmp_path):
         ovf.reproduce(str(tmp_path), aggregators=["median"])
     with pytest.raises(ValueError, match="aggregators must be among"):
         seq.train_two_stage([torch.zeros(2, 8, 8)], [1], aggregators=["median"])
+
+
+def test_cli_parses_ovf_commands():
+    from osteonet.cli import build_parser
+
+    a = build_parser().parse_args(["reproduce", "ovf", "--preset", "paper", "--out", "x", "--variants", "lstm,max"])
+    assert (a.paper, a.preset, a.variants) == ("ovf", "paper", "lstm,max")
+    a = build_parser().parse_args(["predict", "--task", "ovf", "--checkpoint", "c.pt", "--out", "o", "scan.nii.gz"])
+    assert (a.task, a.input_path, a.input) == ("ovf", "scan.nii.gz", None)
+    with pytest.raises(SystemExit):
+        main(["predict", "--task", "ovf", "--checkpoint", "c.pt", "--out", "o", "--input", "a.nii", "b.nii"])
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["predict", "--task", "bmd_ovf", "--checkpoint", "c.pt", "--out", "o", "a.nii"])
+    assert main(["predict", "--task", "ovf", "--checkpoint", "c.pt", "--out", "o"]) == 2  # no input at all
