@@ -20,9 +20,10 @@ SOURCES := $(shell find include bindings python -type f \( -name '*.hpp' -o -nam
 
 .PHONY: demo test setup deps venv install cpp test-cpp test-consumption test-python test-libtorch2 bench clean
 
-# The main job: reproduce DSNet's Tables 1 and 2 on the built-in lumbar CT (quick preset, CPU).
+# The main job: reproduce the papers' tables on the built-in data (quick presets, CPU): DSNet's
+# Tables 1 and 2, seed 002's Table 1, seed 003's BMD and seed 004's hip results, in out/<paper>/.
 demo: install
-	$(PY) -m osteonet.cli reproduce dsnet --preset quick --out out/dsnet
+	$(PY) -m osteonet.cli reproduce all --preset quick --out out
 
 test: test-cpp test-consumption test-libtorch2 test-python
 

@@ -43,3 +43,5 @@
 #include "osteonet/train/optim.hpp"
 #include "osteonet/train/schedule.hpp"
 #include "osteonet/train/trainer.hpp"
+#include "osteonet/runtime/fold_batchnorm.hpp"
+#include "osteonet/runtime/inference_session.hpp"

@@ -105,6 +105,13 @@ def _cmd_evaluate(a) -> int:
 
 
 def _cmd_predict(a) -> int:
+    if a.input is None:
+        raise ValueError("predict: give the input as --input PATH or as the last argument")
+    if a.task == "ovf":
+        from .sequence import predict_ovf
+
+        print(json.dumps(predict_ovf(a.checkpoint, a.input, a.out)))
+        return 0
     import numpy as np
     import torch
     import torch.nn.functional as F
@@ -137,7 +144,34 @@ def _cmd_predict(a) -> int:
     return 0
 
 
+PAPERS = ("dsnet", "ovf", "bmd", "hip")
+
+
+def _reproduce_all(a) -> int:
+    """Every paper's quick (or paper) preset in turn, each in OUT/<paper>, and OUT/summary.md with all tables."""
+    import time
+
+    if a.variants or a.data:
+        raise ValueError("reproduce all: --variants and --data apply to one paper; run `osteonet reproduce <paper>` for them")
+    from .io import write_text
+
+    parts, t_all = ["# osteonet: the papers' tables on the built-in data", ""], time.time()
+    for paper in PAPERS:
+        t0 = time.time()
+        print(f"== reproduce {paper} ({a.preset}) -> {os.path.join(a.out, paper)}", flush=True)
+        sub = argparse.Namespace(**{**vars(a), "paper": paper, "out": os.path.join(a.out, paper)})
+        _cmd_reproduce(sub)
+        with open(os.path.join(a.out, paper, "table.md")) as f:
+            parts += [f"## {paper} ({time.time() - t0:.0f} s; files in `{paper}/`)", "", f.read().strip(), ""]
+    parts.append(f"Preset `{a.preset}`, seed {a.seed}, {time.time() - t_all:.0f} s in all.")
+    write_text(os.path.join(a.out, "summary.md"), "\n".join(parts) + "\n")
+    print(f"wrote {a.out}/summary.md ({time.time() - t_all:.0f} s)")
+    return 0
+
+
 def _cmd_reproduce(a) -> int:
+    if a.paper == "all":
+        return _reproduce_all(a)
     if a.paper == "dsnet":
         from .reproduce.dsnet import VARIANTS, reproduce
 
@@ -153,6 +187,14 @@ def _cmd_reproduce(a) -> int:
                                                                                  data=a.data, progress=not a.quiet)
         print(res["markdown"])
         print(f"wrote {a.out}/table.json and {a.out}/table.md")
+        return 0
+    if a.paper == "ovf":
+        from .reproduce.ovf import reproduce as reproduce_ovf
+
+        aggs = [v for v in a.variants.split(",") if v] if a.variants else None
+        res = reproduce_ovf(a.out, preset=a.preset, seed=a.seed, aggregators=aggs, data=a.data, progress=not a.quiet)
+        print(res["markdown"])
+        print(f"wrote {a.out}/table.json, table.md, roc.png, *.pt and occlusion/ ({res['seconds']:.0f} s)")
         return 0
     raise ValueError(f"reproduce: unknown paper {a.paper!r}")
 
@@ -195,17 +237,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(fn=_cmd_evaluate)
     r = sub.add_parser("predict", help="predict a DICOM file or series folder, a NIfTI or an image")
     r.add_argument("--checkpoint", required=True)
-    r.add_argument("--input", required=True)
+    r.add_argument("--task", choices=["classification", "ovf"], default="classification")
+    r.add_argument("input_path", nargs="?", default=None, metavar="INPUT")
+    r.add_argument("--input", default=None)
     r.add_argument("--out", required=True)
     r.add_argument("--window-center", type=float, default=400.0)
     r.add_argument("--window-width", type=float, default=1800.0)
     r.set_defaults(fn=_cmd_predict)
     q = sub.add_parser("reproduce", help="reproduce a paper's tables on built-in data")
-    q.add_argument("paper", choices=["dsnet", "bmd", "hip"])
+    q.add_argument("paper", choices=["all", *PAPERS], help="one paper, or all of them (OUT/<paper> and OUT/summary.md)")
     q.add_argument("--preset", choices=["quick", "paper"], default="quick")
     q.add_argument("--out", required=True)
     q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--variants", default=None, help="comma-separated subset")
+    q.add_argument("--variants", default=None, help="comma-separated subset (ovf: aggregators)")
     q.add_argument("--data", default=None, help="an existing data folder (default: generate into OUT/data)")
     q.add_argument("--quiet", action="store_true")
     q.set_defaults(fn=_cmd_reproduce)
@@ -218,6 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "input_path", None) is not None:
+        if args.input is not None:
+            build_parser().error("predict: give the input once (--input or INPUT), not both")
+        args.input = args.input_path
     try:
         return int(args.fn(args) or 0)
     except (ValueError, TypeError, FileNotFoundError) as e:

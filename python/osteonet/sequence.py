@@ -8,6 +8,8 @@ docs/sequence.md for the choices the paper leaves open.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import os
 import tempfile
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -25,6 +27,8 @@ __all__ = [
     "encoder_fc_parameters", "stage2_param_groups", "center_slice_range", "select_center_slices", "resize_slices",
     "grey_to_rgb", "subtract_pixel_mean", "pixel_mean", "random_rotate_shift", "reorient_to_sagittal",
     "predict_scan", "occlusion_sensitivity", "save_occlusion_overlay", "SAGITTAL_AXCODES",
+    "train_two_stage", "TwoStageResult", "STAGE2_AGGREGATORS", "save_ovf_checkpoints", "load_ovf_checkpoint",
+    "predict_ovf",
 ]
 
 AGGREGATOR_NAMES = tuple(_core.aggregator_names())
@@ -446,3 +450,349 @@ def save_occlusion_overlay(image: Any, heatmap: Any, path: Union[str, os.PathLik
             os.unlink(tmp)
         raise
     return path
+
+
+# ---- two-stage training (§3.3) ----------------------------------------------------------------------
+STAGE2_AGGREGATORS = ("max", "mean", "vote", "lstm")
+_HEAD_PREFIXES = ("fc1.", "bn1.", "fc2.")
+
+
+@dataclasses.dataclass
+class TwoStageResult:
+    """What :func:`train_two_stage` returns.
+
+    ``encoder``: the stage-1 encoder (BatchNorm frozen). ``models``: aggregator name -> (its encoder,
+    the aggregator); each aggregator has its own copy of the encoder whose FC layers it fine-tuned in
+    stage 2 (the backbone is shared in value). ``pixel_mean``: the 1 x 1 x S x S mean image of the
+    training slices. ``history``: ``"stage1"`` and one list per aggregator of per-epoch records.
+    """
+
+    encoder: SliceEncoder
+    models: Dict[str, Tuple[SliceEncoder, Aggregator]]
+    pixel_mean: torch.Tensor
+    image_size: int
+    history: Dict[str, List[Dict[str, float]]]
+
+
+def _prepare(scans: Sequence[torch.Tensor], size: int, mean: Optional[torch.Tensor]) -> List[torch.Tensor]:
+    out = []
+    for i, s in enumerate(scans):
+        s = torch.as_tensor(s, dtype=torch.float32)
+        if s.dim() != 3 or s.shape[0] == 0:
+            raise ValueError(f"train_two_stage: scan {i} must be T x H x W with T >= 1, got shape {tuple(s.shape)}")
+        x = resize_slices(s.unsqueeze(1), size)
+        out.append(x if mean is None else subtract_pixel_mean(x, mean))
+    return out
+
+
+def _labels_tensor(labels: Any, n: int, what: str) -> torch.Tensor:
+    y = torch.as_tensor(labels, dtype=torch.float32).reshape(-1)
+    if y.numel() != n or not bool(((y == 0) | (y == 1)).all()):
+        raise ValueError(f"train_two_stage: {what} must be {n} labels in {{0, 1}}, got {y.tolist()[:8]}")
+    return y
+
+
+def _optimizer(name: str, groups: List[Dict[str, Any]], weight_decay: float) -> torch.optim.Optimizer:
+    groups = [g for g in groups if g["params"]]
+    if name == "adam":
+        return torch.optim.Adam(groups, betas=(0.9, 0.999), eps=1e-8, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=0.9, weight_decay=weight_decay)
+    raise ValueError(f"train_two_stage: optimizer must be 'adam' or 'sgd', got {name!r}")
+
+
+def _plateau(opt: torch.optim.Optimizer, patience: int):
+    from .train import get_lrs, make_schedule
+
+    sched = make_schedule("plateau", factor=0.5, patience=int(patience))
+    sched.attach(get_lrs(opt))
+    return sched
+
+
+def train_two_stage(train_scans: Sequence[torch.Tensor], train_labels: Any,
+                    val_scans: Optional[Sequence[torch.Tensor]] = None, val_labels: Any = None,
+                    aggregators: Sequence[str] = STAGE2_AGGREGATORS, *, image_size: int = 224,
+                    stage1_optimizer: str = "adam", stage1_lr: float = 0.01, stage1_batch_size: int = 192,
+                    stage1_epochs: int = 400, stage1_patience: int = 10, stage2_optimizer: str = "sgd",
+                    stage2_lr: float = 0.1, stage2_encoder_fc_lr: float = 1e-4, stage2_batch_size: int = 16,
+                    stage2_epochs: int = 600, stage2_patience: int = 10, stage2_augment: bool = False,
+                    weight_decay: float = 1e-4, max_degrees: float = 10.0, max_shift: float = 0.1,
+                    lstm_options: Optional[Dict[str, Any]] = None, encoder: Optional[SliceEncoder] = None,
+                    seed: int = 0, log: Any = print) -> TwoStageResult:
+    """Seed 002's two-stage training (§3.3) on scans given as their selected sagittal slices.
+
+    ``train_scans``/``val_scans``: lists of T_i x H x W tensors (the centre slices, intensity already
+    windowed; any H x W: they are resized to ``image_size``), with one 0/1 label per scan.
+
+    Stage 1 (§3.3.1): the slice encoder on single slices, every slice carrying its scan's label (BCE),
+    random rotation + horizontal shift, ``stage1_optimizer`` with weight decay, the learning rate halved
+    when the validation loss (training loss without a validation set) stops improving for
+    ``stage1_patience`` epochs; the best epoch's weights are kept, then every BatchNorm is frozen.
+
+    Stage 2 (§3.3.2): for each aggregator, a copy of the encoder whose FC layers are fine-tuned at
+    ``stage2_encoder_fc_lr`` (``fc1`` for the LSTM, which reads the 32-d features; ``fc1`` and ``fc2``
+    for max/mean, which read slice probabilities), the LSTM itself at ``stage2_lr``; scan-level BCE, the
+    same plateau halving and best-epoch selection. The frozen backbone's pooled features are computed
+    once (``stage2_augment=True`` recomputes them from augmented slices every epoch, as the paper
+    augments in stage 2). Voting is a count with no gradient: it is used with the stage-1 encoder.
+    """
+    from .train import get_lrs, set_lrs
+
+    unknown = [a for a in aggregators if a not in AGGREGATOR_NAMES]
+    if unknown or not aggregators:
+        raise ValueError(f"train_two_stage: aggregators must be among {list(AGGREGATOR_NAMES)}, got {list(aggregators)}")
+    if not train_scans:
+        raise ValueError("train_two_stage: no training scans")
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    y_tr = _labels_tensor(train_labels, len(train_scans), "train_labels")
+    has_val = bool(val_scans)
+    y_va = _labels_tensor(val_labels, len(val_scans), "val_labels") if has_val else None
+    mean = pixel_mean(torch.cat([torch.as_tensor(s, dtype=torch.float32) for s in train_scans]), image_size)
+    tr = _prepare(train_scans, image_size, mean)
+    va = _prepare(val_scans, image_size, mean) if has_val else []
+    bce = nn.functional.binary_cross_entropy_with_logits
+    history: Dict[str, List[Dict[str, float]]] = {}
+
+    # ---- stage 1: the slice encoder
+    enc = encoder if encoder is not None else create_slice_encoder()
+    X = torch.cat(tr)
+    y = expand_scan_labels(y_tr, [t.shape[0] for t in tr])
+    Xv = torch.cat(va) if has_val else None
+    yv = expand_scan_labels(y_va, [t.shape[0] for t in va]) if has_val else None
+    opt = _optimizer(stage1_optimizer, [{"params": [p for p in enc.parameters() if p.requires_grad],
+                                         "lr": stage1_lr}], weight_decay)
+    sched = _plateau(opt, stage1_patience)
+
+    def slice_loss(xs: torch.Tensor, ys: torch.Tensor) -> float:
+        enc.eval()
+        with torch.no_grad():
+            return float(sum(bce(enc(grey_to_rgb(xb)).reshape(-1), yb, reduction="sum")
+                             for xb, yb in zip(xs.split(256), ys.split(256))) / max(1, len(ys)))
+
+    best, best_state, hist = float("inf"), None, []
+    for epoch in range(1, stage1_epochs + 1):
+        set_lrs(opt, sched.lrs)
+        enc.train()
+        perm = torch.randperm(len(X), generator=gen)
+        total, n = 0.0, 0
+        for idx in perm.split(stage1_batch_size):
+            if len(idx) < 2:  # BatchNorm needs two samples
+                continue
+            xb = grey_to_rgb(random_rotate_shift(X[idx], max_degrees, max_shift))
+            loss = bce(enc(xb).reshape(-1), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total, n = total + float(loss) * len(idx), n + len(idx)
+        rec = {"epoch": epoch, "train_loss": total / max(1, n), "lr": get_lrs(opt)[0]}
+        if has_val:
+            rec["val_loss"] = slice_loss(Xv, yv)
+        monitored = rec.get("val_loss", rec["train_loss"])
+        sched.step(monitored)
+        if monitored < best:
+            best, best_state = monitored, copy.deepcopy(enc.state_dict())
+        hist.append(rec)
+        if log:
+            log("stage 1 " + "  ".join(f"{k} {v:.4g}" for k, v in rec.items()))
+    if best_state is not None:
+        enc.load_state_dict(best_state)
+    enc.freeze_batchnorm(True)
+    enc.eval()
+    history["stage1"] = hist
+
+    # ---- stage 2: aggregators on the 32-d features, the encoder's FC layers fine-tuned
+    def pooled_of(scans: List[torch.Tensor], augment: bool) -> List[torch.Tensor]:
+        enc.eval()
+        with torch.no_grad():
+            return [enc.backbone_features(grey_to_rgb(random_rotate_shift(s, max_degrees, max_shift) if augment else s))
+                    for s in scans]
+
+    p_tr, p_va = pooled_of(tr, False), pooled_of(va, False)
+    models: Dict[str, Tuple[SliceEncoder, Aggregator]] = {}
+    lstm_opts = dict(input_size=enc.embed_dim, hidden_size=256, num_layers=1, dropout=0.2)
+    lstm_opts.update(lstm_options or {})
+    for name in aggregators:
+        enc_k = copy.deepcopy(enc)
+        agg = create_aggregator(name, **(lstm_opts if name == "lstm" else {}))
+        models[name] = (enc_k, agg)
+        if name == "vote" or stage2_epochs <= 0:
+            history[name] = []
+            continue
+        is_lstm = name == "lstm"
+        groups = [{"params": encoder_fc_parameters(enc_k, include_output=not is_lstm), "lr": stage2_encoder_fc_lr}]
+        if is_lstm:
+            groups.insert(0, {"params": list(agg.parameters()), "lr": stage2_lr})
+        opt = _optimizer(stage2_optimizer, groups, weight_decay)
+        sched = _plateau(opt, stage2_patience)
+
+        def scan_loss(pooled: List[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+            feats = [enc_k.embed(p) for p in pooled]
+            if is_lstm:
+                return bce(agg.forward_logits(feats), labels)
+            prob = agg([torch.sigmoid(enc_k.head(f)) for f in feats]).clamp(1e-6, 1 - 1e-6)
+            return nn.functional.binary_cross_entropy(prob, labels)
+
+        tuned = lambda: {k: v.detach().clone() for k, v in  # noqa: E731
+                         list(agg.state_dict().items()) + [("encoder." + k, v) for k, v in enc_k.state_dict().items()
+                                                           if k.startswith(_HEAD_PREFIXES)]}
+        best, best_state, hist = float("inf"), None, []
+        for epoch in range(1, stage2_epochs + 1):
+            set_lrs(opt, sched.lrs)
+            pooled = pooled_of(tr, True) if stage2_augment else p_tr
+            enc_k.train()
+            agg.train()
+            perm = torch.randperm(len(pooled), generator=gen)
+            total = 0.0
+            for idx in perm.split(stage2_batch_size):
+                loss = scan_loss([pooled[i] for i in idx.tolist()], y_tr[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss) * len(idx)
+            rec = {"epoch": epoch, "train_loss": total / len(pooled), "lr": get_lrs(opt)[0]}
+            if has_val:
+                enc_k.eval()
+                agg.eval()
+                with torch.no_grad():
+                    rec["val_loss"] = float(scan_loss(p_va, y_va))
+            monitored = rec.get("val_loss", rec["train_loss"])
+            sched.step(monitored)
+            if monitored < best:
+                best, best_state = monitored, tuned()
+            hist.append(rec)
+        if best_state is not None:
+            agg.load_state_dict({k: v for k, v in best_state.items() if not k.startswith("encoder.")})
+            own = enc_k.state_dict()
+            own.update({k[len("encoder."):]: v for k, v in best_state.items() if k.startswith("encoder.")})
+            enc_k.load_state_dict(own)
+        enc_k.eval()
+        agg.eval()
+        history[name] = hist
+        if log and hist:
+            last = hist[-1]
+            log(f"stage 2 {name}: {len(hist)} epochs, train_loss {last['train_loss']:.4g}"
+                + (f" val_loss {last['val_loss']:.4g}" if "val_loss" in last else "") + f", best {best:.4g}")
+    return TwoStageResult(enc, models, mean, int(image_size), history)
+
+
+# ---- checkpoints and the scan-level predictor -------------------------------------------------------
+OVF_CARD_VERSION = 1
+
+
+def save_ovf_checkpoints(folder: Union[str, os.PathLike], result: TwoStageResult, center_fraction: float = 0.05,
+                         min_slices: int = 1, window: Tuple[float, float] = (400.0, 1800.0), threshold: float = 0.5,
+                         encoder_name: str = "encoder.pt") -> Dict[str, str]:
+    """Writes ``encoder.pt`` (the stage-1 encoder) and one ``<aggregator>.pt`` per aggregator (``lstm.pt``,
+    ...) into ``folder``, atomically. An aggregator checkpoint holds the aggregator's state, its
+    fine-tuned encoder FC layers and everything :func:`load_ovf_checkpoint` needs to rebuild the
+    pipeline (pixel mean, image size, centre fraction, HU window, threshold); it names the encoder
+    checkpoint relative to its own folder. Returns name -> path."""
+    import io as _io
+
+    from .train import CHECKPOINT_VERSION, atomic_write, save_checkpoint
+
+    folder = os.fspath(folder)
+    os.makedirs(folder, exist_ok=True)
+    enc_path = os.path.join(folder, encoder_name)
+    save_checkpoint(enc_path, result.encoder, epoch=len(result.history.get("stage1", [])),
+                    history=result.history.get("stage1", []))
+    paths = {"encoder": enc_path}
+    for name, (enc_k, agg) in result.models.items():
+        card = {"version": OVF_CARD_VERSION, "task": "ovf", "aggregator": name, "aggregator_options": dict(agg.config),
+                "encoder_config": dict(result.encoder.config), "encoder_checkpoint": encoder_name,
+                "encoder_head": {k: v.detach().cpu() for k, v in enc_k.state_dict().items() if k.startswith(_HEAD_PREFIXES)},
+                "pixel_mean": result.pixel_mean.detach().cpu(), "image_size": int(result.image_size),
+                "center_fraction": float(center_fraction), "min_slices": int(min_slices),
+                "window_center": float(window[0]), "window_width": float(window[1]), "threshold": float(threshold)}
+        state = {"osteonet_checkpoint": CHECKPOINT_VERSION, "writer": "python", "epoch": len(result.history.get(name, [])),
+                 "model": {k: v.detach().cpu() for k, v in agg.state_dict().items()}, "schedule": {}, "extra": {},
+                 "history": [{k: float(v) for k, v in r.items()} for r in result.history.get(name, [])], "ovf": card}
+        buf = _io.BytesIO()
+        torch.save(state, buf)
+        paths[name] = os.path.join(folder, f"{name}.pt")
+        atomic_write(paths[name], buf.getvalue())
+    return paths
+
+
+def load_ovf_checkpoint(path: Union[str, os.PathLike]) -> Tuple[SliceEncoder, Aggregator, Dict[str, Any]]:
+    """An aggregator checkpoint written by :func:`save_ovf_checkpoints` -> (encoder, aggregator, card), in
+    eval mode. A file that is not one raises one ValueError naming it."""
+    from .train import load_checkpoint
+    from .train.checkpoint import _read
+
+    path = os.fspath(path)
+    state = _read(path)
+    card = state.get("ovf")
+    if not isinstance(card, dict) or card.get("task") != "ovf":
+        raise ValueError(f"checkpoint {path}: not an OVF aggregator checkpoint (osteonet reproduce ovf writes "
+                         "max.pt, mean.pt, vote.pt and lstm.pt beside encoder.pt)")
+    enc_path = os.path.join(os.path.dirname(os.path.abspath(path)), card["encoder_checkpoint"])
+    if not os.path.exists(enc_path):
+        raise ValueError(f"checkpoint {path}: its encoder checkpoint {enc_path} is missing (keep them in one folder)")
+    enc = create_slice_encoder(**card["encoder_config"])
+    load_checkpoint(enc_path, enc, restore_rng=False)
+    own = enc.state_dict()
+    own.update(card["encoder_head"])
+    enc.load_state_dict(own)
+    agg = create_aggregator(card["aggregator"], **card["aggregator_options"])
+    try:
+        agg.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise ValueError(f"checkpoint {path}: the aggregator state does not fit {card['aggregator']!r} "
+                         f"({str(e).splitlines()[0]})") from None
+    return enc.eval(), agg.eval(), card
+
+
+def predict_ovf(checkpoint: Union[str, os.PathLike], input_path: Union[str, os.PathLike],
+                out_dir: Optional[Union[str, os.PathLike]] = None, occlusion: bool = True) -> Dict[str, Any]:
+    """`osteonet predict --task ovf`: a CT volume (DICOM series folder or NIfTI, any orientation) ->
+    {"probability", "positive", "slice_indices", "slice_probabilities", ...}.
+
+    The volume (HU) is windowed as in training, reoriented to sagittal (:func:`reorient_to_sagittal`),
+    its centre slices are scored and aggregated. With ``out_dir``, writes ``<name>.json`` and an
+    occlusion heat map over the highest-scoring slice (``<name>_occlusion.png``).
+    """
+    from .io import read_volume, window, write_json
+
+    input_path = os.fspath(input_path)
+    enc, agg, card = load_ovf_checkpoint(checkpoint)
+    data, affine, _ = read_volume(input_path)
+    arr = np.asarray(data, dtype=np.float32)
+    if arr.ndim == 4 and arr.shape[3] == 1:
+        arr = arr[..., 0]
+    if arr.ndim != 3 or affine is None:
+        raise ValueError(f"{input_path}: expected a CT volume (a DICOM series folder or a NIfTI file), got an "
+                         f"array of shape {arr.shape}{'' if affine is not None else ' without orientation'}")
+    sag = reorient_to_sagittal(window(arr, card["window_center"], card["window_width"]), affine=affine)
+    pipe = ScanPipeline(enc, agg, center_fraction=card["center_fraction"], min_slices=card["min_slices"],
+                        image_size=card["image_size"], threshold=card["threshold"], pixel_mean=card["pixel_mean"])
+    out = pipe.predict_volume(torch.from_numpy(sag))
+    probs = out["slice_probabilities"].reshape(-1)
+    idx = out["slice_indices"].reshape(-1)
+    result: Dict[str, Any] = {
+        "input": input_path, "task": "ovf", "checkpoint": os.fspath(checkpoint), "aggregator": card["aggregator"],
+        "probability": float(out["probability"]), "positive": bool(out["positive"]), "threshold": card["threshold"],
+        "label": "fracture" if bool(out["positive"]) else "no_fracture", "sagittal_shape": list(sag.shape),
+        "slice_indices": [int(i) for i in idx.tolist()], "slice_probabilities": [float(p) for p in probs.tolist()]}
+    if out_dir is not None:
+        out_dir = os.fspath(out_dir)
+        os.makedirs(out_dir, exist_ok=True)
+        base = os.path.basename(input_path.rstrip("/"))
+        for ext in (".gz", ".nii", ".dcm"):
+            base = base[: -len(ext)] if base.lower().endswith(ext) else base
+        if occlusion:
+            k = int(torch.argmax(probs))
+            grey = resize_slices(torch.from_numpy(sag[int(idx[k])])[None, None], card["image_size"])
+            x = grey_to_rgb(subtract_pixel_mean(grey, card["pixel_mean"]))[0]
+            patch = max(4, card["image_size"] // 7)
+            occ = occlusion_sensitivity(enc, x, patch_size=patch, stride=max(2, patch // 2))
+            result["overlay"] = os.path.join(out_dir, f"{base}_occlusion.png")
+            big = lambda t: t if t.shape[-1] >= 256 else nn.functional.interpolate(  # noqa: E731
+                t[None, None], size=(256, 256), mode="bilinear", align_corners=False)[0, 0]
+            save_occlusion_overlay(big(grey[0, 0]), big(occ["heatmap"]), result["overlay"],
+                                   title=f"{card['aggregator']}: p(fracture) {result['probability']:.2f}, "
+                                         f"slice {int(idx[k])} p {float(probs[k]):.2f}")
+        result["json"] = os.path.join(out_dir, f"{base}.json")
+        write_json(result["json"], result)
+    return result

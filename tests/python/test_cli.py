@@ -57,3 +57,31 @@ def test_reproduce_dsnet_tiny(tmp_path):
     assert not tr & te
     with pytest.raises(ValueError, match="unknown variant"):
         dsnet.reproduce(str(tmp_path), variants=["resnet51"])
+
+
+def test_reproduce_all_runs_every_paper_in_its_folder(tmp_path, monkeypatch, capsys):
+    """`osteonet reproduce all` (the main job): each paper's driver in OUT/<paper>, then summary.md with
+    every table (the drivers are replaced by recorders here; each has its own tiny end-to-end test)."""
+    import importlib
+
+    calls = []
+
+    def fake(paper):
+        def run(out, preset="quick", seed=0, data=None, progress=True, **kw):
+            calls.append((paper, out, preset, seed, data))
+            os.makedirs(out, exist_ok=True)
+            with open(os.path.join(out, "table.md"), "w") as f:
+                f.write(f"| method | x |\n|---|---|\n| {paper}-row | 1 |\n")
+            return {"markdown": f"{paper} table", "seconds": 0.0}
+        return run
+
+    for paper in ("dsnet", "ovf", "bmd", "hip"):
+        monkeypatch.setattr(importlib.import_module(f"osteonet.reproduce.{paper}"), "reproduce", fake(paper))
+    assert main(["reproduce", "all", "--preset", "quick", "--seed", "3", "--out", str(tmp_path)]) == 0
+    assert [c[0] for c in calls] == ["dsnet", "ovf", "bmd", "hip"]
+    assert all(c[1] == str(tmp_path / c[0]) and c[2] == "quick" and c[3] == 3 and c[4] is None for c in calls)
+    summary = (tmp_path / "summary.md").read_text()
+    for paper in ("dsnet", "ovf", "bmd", "hip"):
+        assert f"## {paper}" in summary and f"{paper}-row" in summary
+    assert main(["reproduce", "all", "--variants", "mobilenet", "--out", str(tmp_path)]) == 2
+    assert "apply to one paper" in capsys.readouterr().err
