@@ -83,7 +83,7 @@ TEST_CASE("InferenceSession bfloat16 probabilities are within 1e-2 of float32") 
   net->eval();
   torch::NoGradGuard no_grad;
   auto out = session(x);
-  CHECK(out.scalar_type() == torch::kFloat);
+  CHECK((out.scalar_type() == torch::kFloat));
   CHECK((out.softmax(1) - net->forward(x).softmax(1)).abs().max().item<double>() < 1e-2);
 }
 
