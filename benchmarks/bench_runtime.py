@@ -242,6 +242,9 @@ def markdown(res):
         lines.append(f"| {c['model']} | {c['batch']} | {c['session_vs_peer']['fp32']:.2f} | "
                      f"{c['session_vs_peer']['bf16']:.2f} |")
     lines += ["", f"Command: `{res['command']}`", ""]
+    for u in res.get("updates", []):
+        lines += [f"Rerun of {', '.join(u['cells'])} (load average before {u['machine']['loadavg_before'][0]:.2f}): "
+                  f"`{u['command']} --update`", ""]
     return "\n".join(lines)
 
 
@@ -256,18 +259,34 @@ def main():
     # dsnet_resnet50 at batch 8 is left out by default (run time on the shared machine); add it with --cells.
     ap.add_argument("--cells", default="resnet50:1,resnet50:8,mobilenet_v2:1,mobilenet_v2:8,densenet121:1,"
                                        "densenet121:8,dsnet_resnet50:1,ovf_scan:64")
+    ap.add_argument("--update", action="store_true",
+                    help="replace only the measured cells of an existing --out/runtime.json (a targeted rerun); "
+                         "each cell records its own load average")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     res = {"machine": machine(), "cells": [],
            "command": "python benchmarks/bench_runtime.py " + " ".join(
-               f"--{k} {v}" for k, v in vars(args).items() if k != "out")}
+               f"--{k} {v}" for k, v in vars(args).items() if k not in ("out", "update"))}
     for cell_name in args.cells.split(","):
         name, b = cell_name.split(":")[0], int(cell_name.split(":")[1])
         reps = args.repeats if b == 1 and name != "dsnet_resnet50" else max(5, args.repeats // 4)
+        load = os.getloadavg()[0]
         cell = bench_scan(b, args.size, reps) if name == "ovf_scan" else bench_cell(name, b, args.size, reps)
+        cell["loadavg"] = [load, os.getloadavg()[0]]
         res["cells"].append(cell)
         print(json.dumps({k: cell[k] for k in ("model", "batch", "median_ms", "session_vs_peer",
                                                "max_prob_diff_vs_eager_fp32")}), flush=True)
+    if args.update and os.path.exists(os.path.join(args.out, "runtime.json")):
+        with open(os.path.join(args.out, "runtime.json")) as f:
+            old = json.load(f)
+        fresh = {(c["model"], c["batch"]): c for c in res["cells"]}
+        cells = [fresh.pop((c["model"], c["batch"]), c) for c in old["cells"]] + list(fresh.values())
+        old["cells"] = cells
+        old.setdefault("updates", [])
+        old["updates"].append({"command": res["command"], "cells": [f"{m}:{b}" for m, b in
+                                                                   ((c["model"], c["batch"]) for c in res["cells"])],
+                               "machine": res["machine"]})
+        res = old
     os.makedirs(args.out, exist_ok=True)
     for ext, text in (("json", json.dumps(res, indent=1)), ("md", markdown(res))):
         path = os.path.join(args.out, f"runtime.{ext}")
