@@ -9,10 +9,16 @@
 
 namespace osteonet::detail {
 
+/// Hardswish, in place by default as torchvision's `nn.Hardswish(inplace=True)` in MobileNetV3 (it
+/// follows a norm or a linear layer, whose output nothing else keeps).
 class HardswishImpl : public torch::nn::Cloneable<HardswishImpl> {
  public:
+  explicit HardswishImpl(bool inplace = true) : inplace_(inplace) {}
   void reset() override {}
-  torch::Tensor forward(const torch::Tensor& x) { return torch::hardswish(x); }
+  torch::Tensor forward(torch::Tensor x) { return inplace_ ? torch::hardswish_(x) : torch::hardswish(x); }
+
+ private:
+  bool inplace_;
 };
 TORCH_MODULE(Hardswish);
 
