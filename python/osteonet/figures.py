@@ -124,6 +124,39 @@ def training_curves_png(path: str, history: List[Dict[str, float]]) -> None:
     _save(fig, path)
 
 
+def detections_png(path: str, images: Sequence[np.ndarray], truths: Sequence[Dict], predictions: Sequence[Dict],
+                   class_names: Sequence[str], score_threshold: float = 0.5, titles: Optional[Sequence[str]] = None,
+                   max_per_image: Optional[int] = None) -> None:
+    """Ground-truth boxes (green, solid) and predicted boxes (red, dashed; label and score) over grey
+    images, one panel per image; predictions below ``score_threshold`` are not drawn, and at most the
+    ``max_per_image`` highest-scoring ones are (boxes x1 y1 x2 y2, labels 1..K indexing ``class_names``)."""
+    plt = _plt()
+    n = len(images)
+    fig, axes = plt.subplots(1, max(1, n), figsize=(4 * max(1, n), 4.4), squeeze=False)
+    name = lambda l: class_names[int(l) - 1] if 0 < int(l) <= len(class_names) else str(int(l))
+    for i, ax in enumerate(axes[0]):
+        ax.axis("off")
+        if i >= n:
+            continue
+        ax.imshow(np.asarray(images[i]), cmap="gray")
+        for b, l in zip(np.asarray(truths[i]["boxes"]).reshape(-1, 4), np.asarray(truths[i]["labels"]).reshape(-1)):
+            ax.add_patch(plt.Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False, color="lime", lw=1.5))
+            ax.text(b[0], b[3] + 2, name(l), color="lime", fontsize=7, va="top")
+        p = predictions[i]
+        scores = np.asarray(p["scores"]).reshape(-1)
+        order = np.argsort(-scores, kind="stable")[:max_per_image]
+        for j in order:
+            b, l, sc = np.asarray(p["boxes"]).reshape(-1, 4)[j], np.asarray(p["labels"]).reshape(-1)[j], scores[j]
+            if sc < score_threshold:
+                continue
+            ax.add_patch(plt.Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False, color="red", lw=1.2, ls="--"))
+            ax.text(b[0], b[1] - 2, f"{name(l)} {sc:.2f}", color="red", fontsize=7)
+        ax.set_title(titles[i] if titles else f"test image {i}", fontsize=8)
+    top = f"the {max_per_image} highest-scoring " if max_per_image else ""
+    fig.suptitle(f"ground truth (green) and {top}detections with score >= {score_threshold:g} (red)", fontsize=9)
+    _save(fig, path)
+
+
 def image_with_text_png(path: str, image: np.ndarray, lines: Sequence[str],
                         boxes: Optional[Sequence[Sequence[float]]] = None) -> None:
     plt = _plt()

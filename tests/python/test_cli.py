@@ -48,6 +48,9 @@ def test_reproduce_dsnet_tiny(tmp_path):
     assert rows["MobileNet"]["paper"]["map"] == 80.9 and 0 <= rows["MobileNet"]["map"] <= 100
     assert "recall" in rows["MobileNet"] and "seconds_per_image" in rows["MobileNet"]
     assert "map" not in rows["VGG16"]  # not run: no numbers invented
+    for pic in ("detections.png", "training_curves.png"):  # pictures of the variant that ran
+        assert (tmp_path / "mobilenet" / pic).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "vgg16").exists()
     assert "Table 1" in res["markdown"] and "Table 2" in res["markdown"]
     for name in ("train.json", "test.json"):
         ids = {im["patient_id"] for im in json.load(open(tmp_path / "data" / name))["images"]}

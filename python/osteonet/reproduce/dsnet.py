@@ -66,7 +66,9 @@ def split_by_patient(ann_path: str, seed: int, test_fraction: float = 0.2):
     return len(train_idx), len(test_idx)
 
 
-def evaluate(model, ds, score_thresh: float) -> Dict[str, float]:
+def evaluate(model, ds, score_thresh: float, picture: Optional[str] = None, n_pictures: int = 3) -> Dict[str, float]:
+    """Metrics on ``ds``; with ``picture``, the first ``n_pictures`` test images with their ground truth
+    and detections are drawn there."""
     model.eval()
     preds, targets, seconds = [], [], 0.0
     with torch.no_grad():
@@ -77,6 +79,12 @@ def evaluate(model, ds, score_thresh: float) -> Dict[str, float]:
             seconds += time.perf_counter() - t0
             preds.append({k: out[k] for k in ("boxes", "scores", "labels")})
             targets.append({"boxes": t["boxes"], "labels": t["labels"]})
+    if picture and len(ds):
+        from .. import figures
+
+        k = min(n_pictures, len(ds))
+        figures.detections_png(picture, [ds[i][0].mean(0).numpy() for i in range(k)], targets[:k], preds[:k],
+                               getattr(ds, "categories", []), score_threshold=0.0, max_per_image=3)
     kept = [{k: v[p["scores"] >= score_thresh] for k, v in p.items()} for p in preds]
     c = om.detection_counts(kept, targets, iou_threshold=0.5)
     ncls = max(1, len({int(l) for t in targets for l in t["labels"]}))
@@ -109,7 +117,10 @@ def run_variant(name: str, train_ds, test_ds, cfg: Dict, out: str, seed: int, pr
     trainer = ot.Trainer(model, opt, ot.make_schedule("cosine", t_max=max(1, cfg["epochs"])), epochs=cfg["epochs"],
                          clip_grad_norm=10.0, out_dir=run_dir, seed=seed, progress=progress)
     trainer.fit(loader, ot.detection_step)
-    return evaluate(model, test_ds, cfg.get("score_thresh", 0.5))
+    from .. import figures
+
+    figures.training_curves_png(os.path.join(run_dir, "training_curves.png"), trainer.history)
+    return evaluate(model, test_ds, cfg.get("score_thresh", 0.5), picture=os.path.join(run_dir, "detections.png"))
 
 
 def _fmt(v) -> str:
@@ -178,7 +189,9 @@ def reproduce(out: str, preset: str = "quick", seed: int = 0, variants: Optional
                  f"{cfg['epochs']} epochs on {n_train} images: it shows the pipeline end to end in minutes, and its "
                  "numbers are not the methods' ranking. A Recall and Acc of 0.0 mean that no detection reached "
                  "score 0.5 yet; Map ranks every detection and can be above 0. The paper preset uses the paper's "
-                 "data size and schedule (for a GPU).\n\n" if preset == "quick" else ""))
+                 "data size and schedule (for a GPU).\n\n" if preset == "quick" else "")
+              + "Pictures per variant: `<variant>/detections.png` (ground truth and the three highest-scoring "
+                "detections on the first test images) and `<variant>/training_curves.png`.\n\n")
     write_text(os.path.join(out, "table.md"), header + md)
     write_json(os.path.join(out, "table.json"), {"preset": preset, "seed": seed, "config": cfg, "rows": rows})
     return {"rows": rows, "markdown": header + md}
