@@ -57,6 +57,20 @@ def _warp_masks(target: Target, fn: Callable[[torch.Tensor], torch.Tensor]) -> T
     return target
 
 
+def _clip_boxes(target: Target, boxes: torch.Tensor, h: int, w: int, min_size: float) -> Target:
+    """``boxes`` (moved) clipped to the W x H image; boxes left narrower than ``min_size`` are dropped
+    with everything that is per box (labels, instance masks); ``area`` follows the clipped boxes."""
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clamp(0, w)
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clamp(0, h)
+    target["boxes"] = boxes
+    keep = ((boxes[:, 2] - boxes[:, 0]) >= min_size) & ((boxes[:, 3] - boxes[:, 1]) >= min_size)
+    target = _keep(target, keep)
+    if "area" in target:
+        t = target["boxes"]
+        target["area"] = (t[:, 2] - t[:, 0]) * (t[:, 3] - t[:, 1])
+    return target
+
+
 def _boxes(target: Target) -> torch.Tensor:
     return target.get("boxes", torch.zeros(0, 4))
 
@@ -156,14 +170,7 @@ def rotate(image: torch.Tensor, target: Target, degrees: float, min_size: float 
         rx = c * xs + s * ys + cx
         ry = -s * xs + c * ys + cy
         nb = torch.stack([rx.min(1).values, ry.min(1).values, rx.max(1).values, ry.max(1).values], 1)
-        nb[:, [0, 2]] = nb[:, [0, 2]].clamp(0, w)
-        nb[:, [1, 3]] = nb[:, [1, 3]].clamp(0, h)
-        target["boxes"] = nb
-        keep = ((nb[:, 2] - nb[:, 0]) >= min_size) & ((nb[:, 3] - nb[:, 1]) >= min_size)
-        target = _keep(target, keep)
-        if "area" in target:
-            t = target["boxes"]
-            target["area"] = (t[:, 2] - t[:, 0]) * (t[:, 3] - t[:, 1])
+        target = _clip_boxes(target, nb, h, w, min_size)
     return out, target
 
 
@@ -202,14 +209,7 @@ def translate(image: torch.Tensor, target: Target, dx: int, dy: int, min_size: f
     b = _boxes(target)
     if b.numel():
         nb = b + torch.tensor([dx, dy, dx, dy], dtype=b.dtype)
-        nb[:, [0, 2]] = nb[:, [0, 2]].clamp(0, w)
-        nb[:, [1, 3]] = nb[:, [1, 3]].clamp(0, h)
-        target["boxes"] = nb
-        keep = ((nb[:, 2] - nb[:, 0]) >= min_size) & ((nb[:, 3] - nb[:, 1]) >= min_size)
-        target = _keep(target, keep)
-        if "area" in target:
-            t = target["boxes"]
-            target["area"] = (t[:, 2] - t[:, 0]) * (t[:, 3] - t[:, 1])
+        target = _clip_boxes(target, nb, h, w, min_size)
     return shift(image), target
 
 
