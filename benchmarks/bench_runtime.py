@@ -104,31 +104,37 @@ def bench_cell(name, batch, size, repeats):
     s16 = InferenceSession(ours, x, dtype="bfloat16")
     variants["session_bf16"] = lambda: s16(x)
 
-    acc = {}
+    base = "torchvision_eager_fp32" if "torchvision_eager_fp32" in variants else "osteonet_eager_fp32"
+    cell = measure(variants, lambda out: float((out.float().softmax(1) - ref).abs().max()), repeats, base, s32, s16)
+    cell.update({"model": name, "batch": batch, "size": size, "peer_source": peer_src,
+                 "setup_s": {"torchscript_peer_fp32": t_peer, "session_fp32": t_s32}})
+    return cell
+
+
+def measure(variants, error, repeats, base, s32, s16):
+    """Times the variants round-robin (one call each, ``repeats`` times, after two warm-up calls that
+    also give each variant's ``error(output)``); medians, p99, speed-ups and session/peer ratios."""
+    acc, times = {}, {k: [] for k in variants}
     with torch.no_grad():
         for k, fn in variants.items():
             for _ in range(2):
                 out = fn()
-            acc[k] = float((out.float().softmax(1) - ref).abs().max())
-        times = {k: [] for k in variants}
+            acc[k] = error(out)
         for _ in range(repeats):
             for k, fn in variants.items():
                 t0 = time.perf_counter()
                 fn()
                 times[k].append((time.perf_counter() - t0) * 1e3)
-    base = "torchvision_eager_fp32" if "torchvision_eager_fp32" in times else "osteonet_eager_fp32"
     med = {k: float(np.median(v)) for k, v in times.items()}
     p99 = {k: float(np.percentile(v, 99)) for k, v in times.items()}
     return {
-        "model": name, "batch": batch, "size": size, "repeats": repeats, "peer_source": peer_src,
-        "baseline": base, "median_ms": med, "p99_ms": p99,
+        "repeats": repeats, "baseline": base, "median_ms": med, "p99_ms": p99,
         "speedup_vs_baseline": {k: med[base] / v for k, v in med.items()},
         "session_vs_peer": {"fp32": med["torchscript_peer_fp32"] / med["session_fp32"],
                             "bf16": med["torchscript_peer_bf16_cl"] / med["session_bf16"]},
         "max_prob_diff_vs_eager_fp32": acc,
         "session_accuracy_at_construction": {"fp32": s32.accuracy, "bf16": s16.accuracy},
         "session_dtypes": {"fp32": s32.dtype, "bf16": s16.dtype},
-        "setup_s": {"torchscript_peer_fp32": t_peer, "session_fp32": t_s32},
     }
 
 
@@ -193,30 +199,10 @@ def bench_scan(slices, size, repeats):
     variants["session_fp32"] = lambda: agg(s32(x)[None])
     s16 = InferenceSession(enc, x, dtype="bfloat16", features=True)
     variants["session_bf16"] = lambda: agg(s16(x)[None])
-    acc, times = {}, {k: [] for k in variants}
-    with torch.no_grad():
-        for k, fn in variants.items():
-            for _ in range(2):
-                out = fn()
-            acc[k] = float((out.float() - ref).abs().max())
-        for _ in range(repeats):
-            for k, fn in variants.items():
-                t0 = time.perf_counter()
-                fn()
-                times[k].append((time.perf_counter() - t0) * 1e3)
-    base = "pytorch_eager_fp32"
-    med = {k: float(np.median(v)) for k, v in times.items()}
-    p99 = {k: float(np.percentile(v, 99)) for k, v in times.items()}
-    return {
-        "model": f"ovf scan ({slices} slices: ovf_resnet34 + LSTM)", "batch": slices, "size": size, "repeats": repeats,
-        "peer_source": "torchvision resnet34 + torch.nn.LSTM", "baseline": base, "median_ms": med, "p99_ms": p99,
-        "speedup_vs_baseline": {k: med[base] / v for k, v in med.items()},
-        "session_vs_peer": {"fp32": med["torchscript_peer_fp32"] / med["session_fp32"],
-                            "bf16": med["torchscript_peer_bf16_cl"] / med["session_bf16"]},
-        "max_prob_diff_vs_eager_fp32": acc,
-        "session_accuracy_at_construction": {"fp32": s32.accuracy, "bf16": s16.accuracy},
-        "session_dtypes": {"fp32": s32.dtype, "bf16": s16.dtype},
-    }
+    cell = measure(variants, lambda out: float((out.float() - ref).abs().max()), repeats, "pytorch_eager_fp32", s32, s16)
+    cell.update({"model": f"ovf scan ({slices} slices: ovf_resnet34 + LSTM)", "batch": slices, "size": size,
+                 "peer_source": "torchvision resnet34 + torch.nn.LSTM"})
+    return cell
 
 
 def markdown(res):
