@@ -126,3 +126,26 @@ def test_color_jitter_keeps_boxes_and_range():
     torch.manual_seed(1)
     j_img, j_t = T.Compose([T.ColorJitter(0.5, 0.5)])(img * 0.5 + 0.25, t)
     assert torch.equal(j_t["boxes"], t["boxes"]) and j_img.min() >= 0 and j_img.max() <= 1
+
+
+def test_dicom_images_in_a_coco_set(tmp_path):
+    """A COCO set over DICOM files: HU through the rescale tags and the bone window, equal to the PNG
+    osteonet's generator writes of the same slice (hu_to_png8), within 8-bit rounding."""
+    from osteonet.synth.writers import hu_to_png8, write_ct_dicom
+
+    hu = np.full((64, 80), -1000, np.int16)
+    hu[20:40, 30:50] = 700  # bone
+    hu[5:15, 5:15] = 0
+    write_ct_dicom(str(tmp_path / "s.dcm"), hu, pixel_spacing=0.7, patient_id="P1", study_uid="1.2", series_uid="1.2.3",
+                   sop_uid="1.2.3.4", instance=1, z_mm=0.0, kvp=120)
+    ann = {"images": [{"id": 1, "file_name": "s.dcm", "width": 80, "height": 64}],
+           "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [30, 20, 20, 20], "area": 400, "iscrowd": 0}],
+           "categories": [{"id": 1, "name": "vertebra"}]}
+    (tmp_path / "ann.json").write_text(json.dumps(ann))
+    img, t = CocoDetection(str(tmp_path), str(tmp_path / "ann.json"))[0]
+    assert img.shape == (3, 64, 80)
+    assert torch.allclose(img[0], torch.from_numpy(hu_to_png8(hu) / 255.0).float(), atol=1 / 255)
+    assert float(img[0, 25, 35]) == pytest.approx((700 - (400 - 900)) / 1800)
+    (tmp_path / "bad.dcm").write_bytes(b"not a dicom file")
+    with pytest.raises(ValueError, match="bad.dcm"):
+        read_image(str(tmp_path / "bad.dcm"))

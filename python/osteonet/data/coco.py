@@ -1,4 +1,4 @@
-"""Detection data in COCO's JSON layout over image files (PNG, JPEG; DICOM arrives with the data issue)."""
+"""Detection data in COCO's JSON layout over image files (PNG, JPEG, DICOM)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,19 @@ import torch
 __all__ = ["CocoDetection", "read_image", "collate"]
 
 
-def read_image(path: str, channels: int = 3) -> torch.Tensor:
-    """A PNG/JPEG as a C x H x W float tensor in [0, 1] (8- and 16-bit; grey replicated to 3 channels
-    when ``channels`` is 3). An unreadable file raises one ValueError naming it."""
+def read_image(path: str, channels: int = 3, window: Tuple[float, float] = (400.0, 1800.0)) -> torch.Tensor:
+    """A PNG/JPEG/DICOM as a C x H x W float tensor in [0, 1] (8- and 16-bit; grey replicated to 3
+    channels when ``channels`` is 3). DICOM (``.dcm``/``.dicom``) goes to modality units (HU for CT)
+    through its rescale slope and intercept, then through ``window`` = (center, width), by default the
+    bone window that osteonet's PNGs of the built-in CT use. An unreadable file raises one ValueError
+    naming it."""
     from PIL import Image, UnidentifiedImageError
 
+    if os.path.splitext(path)[1].lower() in (".dcm", ".dicom"):
+        from ..io import read_dicom, window as hu_window
+
+        arr = hu_window(read_dicom(path)[0], *window)[..., None].astype(np.float64)
+        return _channels(torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).float(), channels)
     try:
         with Image.open(path) as img:
             img.load()
@@ -32,11 +40,14 @@ def read_image(path: str, channels: int = 3) -> torch.Tensor:
         raise ValueError(f"image {path}: no such file") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"image {path}: not a readable PNG/JPEG ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    t = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).float()
+    return _channels(torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).float(), channels)
+
+
+def _channels(t: torch.Tensor, channels: int) -> torch.Tensor:
     if channels == 3 and t.shape[0] == 1:
-        t = t.expand(3, -1, -1).clone()
-    elif channels == 1 and t.shape[0] == 3:
-        t = t.mean(0, keepdim=True)
+        return t.expand(3, -1, -1).clone()
+    if channels == 1 and t.shape[0] == 3:
+        return t.mean(0, keepdim=True)
     return t
 
 
