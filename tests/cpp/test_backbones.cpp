@@ -2,6 +2,10 @@
 #include "testing.hpp"
 
 #include <osteonet/backbones/registry.hpp>
+#include <osteonet/detail/norm.hpp>
+
+#include <cmath>
+#include <limits>
 
 namespace ob = osteonet::backbones;
 namespace om = osteonet::models;
@@ -119,4 +123,54 @@ TEST_CASE("registry errors: unknown model, attention, option, wrong option type"
   bad_place.attention = "se";
   bad_place.options.set("attention_placement", std::string("everywhere"));
   CHECK_THROWS_AS(om::create_model("resnet18", bad_place), osteonet::ValueError);
+}
+
+TEST_CASE("fused eval-mode norm (+ residual) (+ ReLU) is bit-identical to the ATen ops, and only at inference") {
+  namespace d = osteonet::detail;
+  torch::manual_seed(5);
+  auto bn = torch::nn::BatchNorm2d(16);
+  auto frozen = d::FrozenBatchNorm2d(16);
+  {
+    torch::NoGradGuard g;
+    for (auto* t : {&bn->running_mean, &frozen->running_mean, &bn->bias, &frozen->bias}) t->normal_(0, 1);
+    for (auto* t : {&bn->running_var, &frozen->running_var}) t->uniform_(0.3, 2.0);
+    for (auto* t : {&bn->weight, &frozen->weight}) t->uniform_(0.5, 2.0);
+  }
+  bn->eval();
+  auto x = torch::randn({2, 16, 13, 11});  // odd sizes: vector body and scalar tail
+  auto r = torch::randn({2, 16, 13, 11});
+  x.index_put_({0, 0, 0, 0}, std::numeric_limits<float>::quiet_NaN());
+  for (bool use_frozen : {false, true}) {
+    torch::nn::Module& m = use_frozen ? static_cast<torch::nn::Module&>(*frozen) : static_cast<torch::nn::Module&>(*bn);
+    auto aten = [&](const torch::Tensor& in, const torch::Tensor& res, bool relu) {
+      auto y = use_frozen ? frozen(in) : bn(in);
+      if (res.defined()) y += res;
+      return relu ? y.relu_() : y;
+    };
+    for (bool relu : {false, true})
+      for (bool with_res : {false, true}) {
+        CAPTURE(use_frozen);
+        CAPTURE(relu);
+        CAPTURE(with_res);
+        const torch::Tensor res = with_res ? r : torch::Tensor();
+        torch::NoGradGuard g;
+        auto y = x.clone();
+        const bool fused = d::fused_norm_act_(y, m, res, relu);
+        CHECK(fused == d::fused_norm_supported());
+        auto expected = aten(x, res, relu);
+        if (!fused) y = aten(y, res, relu);  // a CPU without AVX2 + FMA: the caller runs the ATen ops
+        CHECK(torch::equal(y.nan_to_num(7.0), expected.nan_to_num(7.0)));  // bit-identical, NaN kept
+        CHECK(std::isnan(y[0][0][0][0].item<float>()));
+      }
+  }
+  // Not applied with gradients on, in training mode, or to non-contiguous input: x is left untouched.
+  auto y = x.clone();
+  CHECK_FALSE(d::fused_norm_act_(y, *bn, {}, true));  // gradient mode is on here
+  torch::NoGradGuard g;
+  bn->train();
+  CHECK_FALSE(d::fused_norm_act_(y, *bn, {}, true));
+  bn->eval();
+  auto t = x.transpose(2, 3);
+  CHECK_FALSE(d::fused_norm_act_(t, *bn, {}, true));
+  CHECK(torch::equal(y.nan_to_num(7.0), x.nan_to_num(7.0)));
 }

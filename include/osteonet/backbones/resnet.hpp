@@ -5,6 +5,7 @@
 
 #include <torch/torch.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,25 @@ inline torch::nn::Sequential make_downsample(int64_t inplanes, int64_t outplanes
   else
     seq->push_back(detail::batch_norm(outplanes));
   return seq;
+}
+
+/// The residual branch's input: x, or downsample(x) (its norm fused in place at inference).
+inline torch::Tensor shortcut(torch::nn::Sequential& downsample, const torch::Tensor& x) {
+  if (!downsample) return x;
+  auto layers = downsample->begin();  // [conv, norm]
+  auto y = layers[0].forward(x);
+  if (detail::fused_norm_act_(y, *downsample[1], {}, /*relu=*/false)) return y;
+  return layers[1].forward(y);
+}
+
+/// bn(x) [+ attention] + identity, then ReLU: the end of every residual block. Without attention
+/// the norm, the addition and the ReLU are one fused in-place pass at inference.
+inline torch::Tensor finish_block(detail::Norm2d& bn, std::optional<torch::nn::AnyModule>& attn,
+                                  const torch::Tensor& x, const torch::Tensor& identity) {
+  if (!attn) return bn.forward_act(x, /*relu=*/true, identity);
+  auto out = attn->forward(bn.forward_act(x, /*relu=*/false));
+  out += identity;
+  return out.relu_();
 }
 }  // namespace detail_resnet
 
@@ -58,11 +78,8 @@ class BasicBlockImpl : public torch::nn::Cloneable<BasicBlockImpl> {
   }
 
   torch::Tensor forward(const torch::Tensor& x) {
-    auto out = sk_ ? sk_->forward(x) : bn1(conv1(x)).relu_();
-    out = bn2(conv2(out));
-    if (attn_) out = attn_->forward(out);
-    out += downsample ? downsample->forward(x) : x;
-    return out.relu_();
+    auto out = sk_ ? sk_->forward(x) : bn1.forward_act(conv1(x), /*relu=*/true);
+    return detail_resnet::finish_block(bn2, attn_, conv2(out), detail_resnet::shortcut(downsample, x));
   }
 
   /// The last norm of the block (zeroed by zero_init_residual).
@@ -114,12 +131,9 @@ class BottleneckImpl : public torch::nn::Cloneable<BottleneckImpl> {
   }
 
   torch::Tensor forward(const torch::Tensor& x) {
-    auto out = bn1(conv1(x)).relu_();
-    out = sk_ ? sk_->forward(out) : bn2(conv2(out)).relu_();
-    out = bn3(conv3(out));
-    if (attn_) out = attn_->forward(out);
-    out += downsample ? downsample->forward(x) : x;
-    return out.relu_();
+    auto out = bn1.forward_act(conv1(x), /*relu=*/true);
+    out = sk_ ? sk_->forward(out) : bn2.forward_act(conv2(out), /*relu=*/true);
+    return detail_resnet::finish_block(bn3, attn_, conv3(out), detail_resnet::shortcut(downsample, x));
   }
 
   detail::Norm2d last_norm() const { return bn3; }
@@ -231,7 +245,7 @@ class ResNetImpl : public Backbone<ResNetImpl<Block>> {
 
   std::vector<torch::Tensor> forward_features(torch::Tensor x) override {
     check_input(x);
-    auto s = bn1(conv1(x)).relu_();
+    auto s = bn1.forward_act(conv1(x), /*relu=*/true);
     auto c2 = layer1->forward(stem_attention(maxpool(s)));
     auto c3 = layer2->forward(c2);
     auto c4 = layer3->forward(c3);
@@ -247,7 +261,7 @@ class ResNetImpl : public Backbone<ResNetImpl<Block>> {
   torch::nn::Linear fc{nullptr};
 
  private:
-  torch::Tensor stem(const torch::Tensor& x) { return stem_attention(maxpool(bn1(conv1(x)).relu_())); }
+  torch::Tensor stem(const torch::Tensor& x) { return stem_attention(maxpool(bn1.forward_act(conv1(x), /*relu=*/true))); }
 };
 
 template <typename Block>

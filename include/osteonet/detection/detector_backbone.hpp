@@ -4,6 +4,7 @@
 // torchvision's _mobilenet_extractor does, so torchvision's detection state dicts load by name.
 #pragma once
 
+#include <ATen/record_function.h>
 #include <torch/torch.h>
 
 #include <functional>
@@ -108,8 +109,13 @@ class DetectorBackboneImpl : public torch::nn::Cloneable<DetectorBackboneImpl> {
   }
 
   std::vector<torch::Tensor> forward(const torch::Tensor& x) {
-    auto maps = body_(x);
-    return fpn ? fpn->forward(maps) : maps;
+    auto maps = [&] {
+      RECORD_USER_SCOPE("osteonet::detector.body");
+      return body_(x);
+    }();
+    if (!fpn) return maps;
+    RECORD_USER_SCOPE("osteonet::detector.fpn");
+    return fpn->forward(maps);
   }
   /// Channels of every output map (the FPN's width, or the single body map's channels).
   int64_t out_channels() const { return fpn_ ? fpn_channels_ : channels_.back(); }

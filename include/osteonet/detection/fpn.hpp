@@ -3,6 +3,7 @@
 // convs (`layer_blocks.i.0`), and a stride-2 max-pool of the coarsest output ("pool").
 #pragma once
 
+#include <torch/csrc/jit/frontend/tracer.h>
 #include <torch/torch.h>
 
 #include <vector>
@@ -43,11 +44,27 @@ class FeaturePyramidNetworkImpl : public torch::nn::Cloneable<FeaturePyramidNetw
     auto last_inner = inner(n - 1, x.back());
     results[n - 1] = layer(n - 1, last_inner);
     for (int64_t i = n - 2; i >= 0; --i) {
+      // lateral + nearest-upsampled coarser map.
       auto lateral = inner(i, x[i]);
-      auto top_down = F::interpolate(last_inner, F::InterpolateFuncOptions()
-                                                     .size(std::vector<int64_t>{lateral.size(-2), lateral.size(-1)})
-                                                     .mode(torch::kNearest));
-      last_inner = lateral + top_down;
+      const int64_t H = lateral.size(-2), W = lateral.size(-1), h = last_inner.size(-2), w = last_inner.size(-1);
+      auto upsample = [&] {
+        return F::interpolate(last_inner,
+                              F::InterpolateFuncOptions().size(std::vector<int64_t>{H, W}).mode(torch::kNearest));
+      };
+      if (torch::jit::tracer::isTracing()) {
+        // Traced programs (runtime sessions) keep torchvision's out-of-place form: TorchScript's
+        // freeze + optimize_for_inference passes (oneDNN layouts) mishandle in-place adds on views.
+        lateral = lateral + upsample();
+      } else if (H == 2 * h && W == 2 * w) {
+        // Exactly 2x (nearest: source index floor(i / 2)): each coarse value is broadcast onto its
+        // 2 x 2 block and added in place, the same sums as interpolate + add without materialising
+        // the upsampled map or a new sum (two full-resolution temporaries at the finest level).
+        const int64_t N = lateral.size(0), C = lateral.size(1);
+        lateral.view({N, C, h, 2, w, 2}).add_(last_inner.view({N, C, h, 1, w, 1}));
+      } else {
+        lateral.add_(upsample());
+      }
+      last_inner = lateral;
       results[i] = layer(i, last_inner);
     }
     if (pool_) results.push_back(torch::max_pool2d(results.back(), 1, 2, 0));

@@ -3,6 +3,7 @@
 // small-box removal, score threshold, NMS per level, post-NMS top-k; losses in training.
 #pragma once
 
+#include <ATen/record_function.h>
 #include <torch/torch.h>
 
 #include <map>
@@ -96,8 +97,14 @@ class RegionProposalNetworkImpl : public torch::nn::Cloneable<RegionProposalNetw
   /// Proposals per image (K_i x 4) and, in training, loss_objectness and loss_rpn_box_reg.
   std::pair<std::vector<torch::Tensor>, LossMap> forward(const ImageList& images, const std::vector<torch::Tensor>& features,
                                                          const std::vector<Target>* targets = nullptr) {
-    auto [obj_levels, delta_levels] = head->forward(features);
-    auto anchors = anchor_generator->forward({images.tensors.size(-2), images.tensors.size(-1)}, features);
+    auto [obj_levels, delta_levels] = [&] {
+      RECORD_USER_SCOPE("osteonet::rpn.head");
+      return head->forward(features);
+    }();
+    auto anchors = [&] {
+      RECORD_USER_SCOPE("osteonet::rpn.anchors");
+      return anchor_generator->forward({images.tensors.size(-2), images.tensors.size(-1)}, features);
+    }();
     const auto num_images = static_cast<int64_t>(images.image_sizes.size());
     std::vector<int64_t> per_level;
     std::vector<torch::Tensor> obj_flat, delta_flat;
@@ -127,6 +134,7 @@ class RegionProposalNetworkImpl : public torch::nn::Cloneable<RegionProposalNetw
   std::vector<torch::Tensor> filter_proposals(const torch::Tensor& proposals, torch::Tensor objectness,
                                               const std::vector<std::array<int64_t, 2>>& image_sizes,
                                               const std::vector<int64_t>& per_level) {
+    RECORD_USER_SCOPE("osteonet::rpn.filter_proposals");
     torch::NoGradGuard no_grad;
     const int64_t n = proposals.size(0);
     objectness = objectness.detach().reshape({n, -1});
