@@ -84,11 +84,7 @@ void bind_detection(py::module_& m) {
                for (const auto& kv : out.losses) losses[py::str(kv.first)] = kv.second;
                return py::object(losses);
              }
-             py::list dets;
-             for (const auto& d : out.detections)
-               dets.append(py::dict(py::arg("boxes") = d.boxes, py::arg("labels") = d.labels,
-                                    py::arg("scores") = d.scores));
-             return py::object(dets);
+             return py::object(detections_to_list(out.detections));
            },
            py::arg("images"), py::arg("targets") = py::none())
       .def("train", [](det::FasterRCNNImpl& self, bool mode) { self.train(mode); }, py::arg("mode") = true)

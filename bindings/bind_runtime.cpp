@@ -1,12 +1,14 @@
 // Python bindings of the inference runtime (osteonet._core.InferenceSession, issue 8).
 #include <torch/extension.h>
 
+#include <osteonet/runtime/detector_session.hpp>
 #include <osteonet/runtime/inference_session.hpp>
 
 #include "common.hpp"
 
 namespace py = pybind11;
 using osteonet::backbones::BackboneImpl;
+using osteonet::runtime::DetectorSession;
 using osteonet::runtime::InferenceSession;
 using osteonet::runtime::InferenceSessionOptions;
 
@@ -44,6 +46,36 @@ void bind_runtime(py::module_& m) {
       .def_property_readonly("cached_shapes", &InferenceSession::cached_shapes)
       .def_property_readonly("model_name", &InferenceSession::model_name)
       .def_property_readonly("features", [](const InferenceSession& s) { return s.options().features(); });
+  py::class_<DetectorSession, std::shared_ptr<DetectorSession>>(m, "DetectorSession",
+                                                                "A prepared copy of a Faster R-CNN for inference.")
+      .def(py::init([](const osteonet::detection::FasterRCNNImpl& model, const std::vector<torch::Tensor>& example,
+                       const std::string& dtype, const std::string& device, bool cuda_graph, bool freeze,
+                       int64_t num_threads, int64_t warmup, int64_t max_shapes) {
+             py::gil_scoped_release release;  // tracing and freezing take a while
+             InferenceSessionOptions o;
+             o.dtype(dtype).device(device).cuda_graph(cuda_graph).freeze(freeze).num_threads(num_threads)
+                 .warmup(warmup).max_shapes(max_shapes);
+             return std::make_shared<DetectorSession>(model, example, o);
+           }),
+           py::arg("model"), py::arg("example"), py::arg("dtype") = "float32", py::arg("device") = "cpu",
+           py::arg("cuda_graph") = true, py::arg("freeze") = true, py::arg("num_threads") = 0, py::arg("warmup") = 2,
+           py::arg("max_shapes") = 8)
+      .def("__call__",
+           [](DetectorSession& s, const std::vector<torch::Tensor>& images) {
+             std::vector<osteonet::detection::Detection> dets;
+             {
+               py::gil_scoped_release release;
+               dets = s(images);
+             }
+             return detections_to_list(dets);
+           })
+      .def_property_readonly("accuracy", &DetectorSession::accuracy)
+      .def_property_readonly("dtype", &DetectorSession::dtype)
+      .def_property_readonly("device", [](const DetectorSession& s) { return s.device().str(); })
+      .def_property_readonly("folded", &DetectorSession::folded)
+      .def_property_readonly("mode", &DetectorSession::mode)
+      .def_property_readonly("cached_shapes", &DetectorSession::cached_shapes)
+      .def_property_readonly("model_name", &DetectorSession::model_name);
   m.def("runtime_built_with_cuda", &osteonet::runtime::built_with_cuda);
   m.def("cpu_has_bf16", &osteonet::runtime::cpu_has_bf16);
 }

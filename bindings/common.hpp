@@ -69,6 +69,15 @@ inline std::vector<std::pair<std::string, torch::Tensor>> to_pairs(const torch::
   return out;
 }
 
+/// Detections as torchvision's detectors return them in eval: a list of dicts of boxes, labels, scores.
+template <typename Detections>
+py::list detections_to_list(const Detections& detections) {
+  py::list out;
+  for (const auto& d : detections)
+    out.append(py::dict(py::arg("boxes") = d.boxes, py::arg("labels") = d.labels, py::arg("scores") = d.scores));
+  return out;
+}
+
 /// (qualified name, C++ type, local parameter names, local buffer names) of every submodule,
 /// parents first: what the Python mirror (osteonet.models.CppModule) rebuilds as nn.Modules.
 inline py::list module_tree(torch::nn::Module& root) {

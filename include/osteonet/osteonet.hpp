@@ -45,3 +45,4 @@
 #include "osteonet/train/trainer.hpp"
 #include "osteonet/runtime/fold_batchnorm.hpp"
 #include "osteonet/runtime/inference_session.hpp"
+#include "osteonet/runtime/detector_session.hpp"

@@ -4,20 +4,24 @@ The session copies the model's current weights in C++ (the model itself is never
 BatchNorm into the convolutions, and on the CPU freezes the copy per input shape with TorchScript
 (oneDNN prepacked convolutions); bfloat16 runs channels-last and is checked against float32. On a
 CUDA build of LibTorch with a GPU, ``device="cuda"`` replays one CUDA graph per input shape.
+For a Faster R-CNN (:mod:`osteonet.detection`) the backbone and FPN are prepared per padded batch
+shape and the data-dependent rest (proposals, NMS, RoIAlign, box head) runs eagerly in float32.
 See docs/runtime.md.
 """
 
 from __future__ import annotations
 
+import copy
 import warnings
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 
 from . import _core
+from .detection import Detector, _check_images
 from .models import OsteoModel
 
-__all__ = ["InferenceSession", "built_with_cuda", "cpu_has_bf16"]
+__all__ = ["InferenceSession", "ScanSession", "built_with_cuda", "cpu_has_bf16"]
 
 
 def built_with_cuda() -> bool:
@@ -31,12 +35,14 @@ def cpu_has_bf16() -> bool:
 
 
 class InferenceSession:
-    """A prepared, thread-safe callable for inference with an osteonet backbone.
+    """A prepared, thread-safe callable for inference with an osteonet backbone or detector.
 
     Args:
-        model: an osteonet model from :func:`osteonet.create_model` (its current weights are copied).
-        example_input: an N x C x H x W float tensor; its shape gets the first prepared program and
-            is used for warm-up and the accuracy check.
+        model: an osteonet model from :func:`osteonet.create_model` (its current weights are copied):
+            a backbone, or a Faster R-CNN (``fasterrcnn``, ``fasterrcnn_resnet50_fpn``, ...).
+        example_input: backbones: an N x C x H x W float tensor; its shape gets the first prepared
+            program and is used for warm-up and the accuracy check. Detectors: a list of C x H x W
+            float32 images, as the detector takes them; the padded batch shape gets the first program.
         dtype: ``"float32"``, ``"bfloat16"`` or ``"auto"`` (bfloat16 where the CPU has AMX/AVX512-BF16
             or on CUDA, when the accuracy check passes).
         device: ``"cpu"`` or ``"cuda"``.
@@ -49,9 +55,12 @@ class InferenceSession:
             returns with ``num_classes=0``: pooled features; ``ovf_resnet34``: the 32-d slice
             embedding that seed 002's aggregators take, so a scan runs as session + aggregator).
 
-    Calling the session returns float32 outputs. ``accuracy`` is max |softmax(session) -
-    softmax(eager float32)| on the example input (with ``features=True``: max |difference| relative to
-    the largest feature value); a bfloat16 session above 1e-2 falls back to float32 (warning).
+    Calling the session returns float32 outputs (detectors: a list of dicts of boxes, labels and
+    scores per image, as the detector's eval forward). ``accuracy`` is max |softmax(session) -
+    softmax(eager float32)| (sigmoid for one logit) on the example input (with ``features=True``: max |difference| relative to
+    the largest feature value; detectors: RPN objectness and box class probabilities of the same
+    proposals); a bfloat16 session
+    above 1e-2 falls back to float32 (warning).
 
     Raises:
         TypeError: ``model`` is not an osteonet backbone model, or an input is not a float tensor.
@@ -61,10 +70,13 @@ class InferenceSession:
     def __init__(self, model: Any, example_input: torch.Tensor, dtype: str = "float32", device: str = "cpu",
                  cuda_graph: bool = True, freeze: bool = True, num_threads: Optional[int] = None,
                  warmup: int = 2, max_shapes: int = 8, features: bool = False) -> None:
-        if not isinstance(model, OsteoModel):
-            raise TypeError("InferenceSession: model must be an osteonet backbone model (osteonet.create_model), "
-                            f"got {type(model).__name__}")
-        if not isinstance(example_input, torch.Tensor):
+        if not isinstance(model, (OsteoModel, Detector)):
+            raise TypeError("InferenceSession: model must be an osteonet backbone or detector model "
+                            f"(osteonet.create_model), got {type(model).__name__}")
+        self._detector = isinstance(model, Detector)
+        if self._detector:
+            example_input = _image_list(example_input, f"InferenceSession({model.model_name}) example_input")
+        elif not isinstance(example_input, torch.Tensor):
             raise TypeError(f"InferenceSession: example_input must be a torch.Tensor, got {type(example_input).__name__}")
         for name, value in (("dtype", dtype), ("device", device)):
             if not isinstance(value, str):
@@ -80,6 +92,14 @@ class InferenceSession:
             raise ValueError(f"InferenceSession: device={device!r} needs a CUDA-enabled PyTorch and a visible GPU; "
                              "torch.cuda.is_available() is False")
         self.model_name = model.model_name
+        if self._detector:
+            if features:
+                raise ValueError(f"InferenceSession({self.model_name}): features=True applies to backbones; "
+                                 "a detector returns detections")
+            self._session = _core.DetectorSession(model._cpp, example_input, dtype, device, cuda_graph, freeze,
+                                                  num_threads or 0, warmup, max_shapes)
+            self._warn_fallback(dtype)
+            return
         config = dict(model.config)
         num_classes = config.pop("num_classes", model.num_classes)
         attention = config.pop("attention", None) or "none"
@@ -87,6 +107,9 @@ class InferenceSession:
         self._session = _core.InferenceSession(model._cpp, num_classes, attention, in_chans, config,
                                                example_input.detach(), dtype, device, cuda_graph, freeze,
                                                num_threads or 0, warmup, max_shapes, features)
+        self._warn_fallback(dtype)
+
+    def _warn_fallback(self, dtype: str) -> None:
         if dtype == "bfloat16" and self._session.dtype != "bfloat16":
             warnings.warn(f"InferenceSession({self.model_name}): bfloat16 probabilities differed from float32 by "
                           "more than 1e-2 on the example input; the session runs in float32", RuntimeWarning)
@@ -94,16 +117,18 @@ class InferenceSession:
     @property
     def features(self) -> bool:
         """True when the session returns features (the model without its classifier)."""
-        return self._session.features
+        return False if self._detector else self._session.features
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: Any) -> Any:
+        if self._detector:
+            return self._session(_image_list(x, f"InferenceSession({self.model_name})"))
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"InferenceSession({self.model_name}): expected a torch.Tensor, got {type(x).__name__}")
         return self._session(x.detach())
 
     @property
     def accuracy(self) -> float:
-        """max |softmax(session) - softmax(eager float32)| measured on the example input."""
+        """max |softmax(session) - softmax(eager float32)| measured on the example input (see above)."""
         return self._session.accuracy
 
     @property
@@ -126,9 +151,107 @@ class InferenceSession:
 
     @property
     def cached_shapes(self) -> List[Tuple[int, ...]]:
-        """Input shapes with their own prepared program."""
+        """Input shapes with their own prepared program (detectors: padded batch shapes)."""
         return [tuple(s) for s in self._session.cached_shapes]
 
     def __repr__(self) -> str:
         return (f"InferenceSession({self.model_name}, dtype={self.dtype}, device={self.device}, mode={self.mode}, "
                 f"accuracy={self.accuracy:.2e})")
+
+
+class ScanSession:
+    """A vertebral-fracture scan (seed 002) through a prepared slice encoder, slices padded to fixed lengths.
+
+    A scan's T preprocessed slices (T x 3 x H x W) are zero-padded to the smallest of ``lengths`` that
+    holds them (longer scans run in chunks of the largest length), the encoder runs as an
+    :class:`InferenceSession` on the padded batch, the padded slices' outputs are masked off, and the
+    aggregator runs eagerly on the T real ones. So a stream of scans of any length uses at most
+    ``len(lengths)`` prepared programs (frozen TorchScript on the CPU, CUDA graphs on CUDA builds),
+    each built on first use. In eval mode every slice is encoded independently of the others, so
+    the padding does not change the result.
+
+    Args:
+        encoder: the slice encoder (:func:`osteonet.sequence.create_slice_encoder`).
+        aggregator: ``"lstm"`` (takes the 32-d embeddings; the session runs with ``features=True``) or a
+            rule aggregator ``"max"``/``"mean"``/``"vote"`` (takes slice probabilities, the sigmoid of the
+            encoder's logits).
+        example_slices: T x 3 x H x W preprocessed slices; they prepare the first length and the
+            accuracy check.
+        lengths: the padded lengths, ascending positive ints.
+        dtype, device, cuda_graph, freeze, num_threads, warmup: as :class:`InferenceSession`.
+
+    Calling it with T x 3 x H x W slices returns the scan probability (a 1-element float32 tensor).
+    ``session`` is the encoder's :class:`InferenceSession` (its ``accuracy``, ``dtype`` and
+    ``cached_shapes``: the padded lengths prepared so far).
+    """
+
+    def __init__(self, encoder: Any, aggregator: Any, example_slices: torch.Tensor,
+                 lengths: Sequence[int] = (8, 16, 32, 64), dtype: str = "float32", device: str = "cpu",
+                 cuda_graph: bool = True, freeze: bool = True, num_threads: Optional[int] = None,
+                 warmup: int = 2) -> None:
+        from .sequence import Aggregator, SliceEncoder
+
+        if not isinstance(encoder, SliceEncoder):
+            raise TypeError(f"ScanSession: encoder must be a SliceEncoder (osteonet.sequence.create_slice_encoder), "
+                            f"got {type(encoder).__name__}")
+        if not isinstance(aggregator, Aggregator):
+            raise TypeError(f"ScanSession: aggregator must be an Aggregator (osteonet.sequence.create_aggregator), "
+                            f"got {type(aggregator).__name__}")
+        lengths = list(lengths) if isinstance(lengths, (list, tuple)) else lengths
+        if not isinstance(lengths, list) or not lengths or \
+                any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in lengths) or \
+                lengths != sorted(set(lengths)):
+            raise ValueError(f"ScanSession: lengths must be a non-empty ascending list of distinct positive ints, "
+                             f"got {lengths!r}")
+        self.lengths = lengths
+        self.aggregator = copy.deepcopy(aggregator).eval()  # the caller's aggregator is left as it is
+        self._features = not aggregator.takes_probabilities
+        example = self._check(example_slices)
+        self.session = InferenceSession(encoder, self._pad(example[:lengths[-1]])[0], dtype=dtype, device=device,
+                                         cuda_graph=cuda_graph, freeze=freeze, num_threads=num_threads,
+                                         warmup=warmup, max_shapes=len(lengths), features=self._features)
+
+    def _check(self, slices: Any) -> torch.Tensor:
+        if not isinstance(slices, torch.Tensor):
+            raise TypeError(f"ScanSession: expected a T x 3 x H x W tensor of slices, got {type(slices).__name__}")
+        if slices.dim() != 4 or slices.shape[0] == 0:
+            raise ValueError(f"ScanSession: expected a T x 3 x H x W tensor of slices (T >= 1), "
+                             f"got shape {tuple(slices.shape)}")
+        return slices.detach()
+
+    def _pad(self, chunk: torch.Tensor) -> Tuple[torch.Tensor, int]:
+        """The chunk zero-padded to the smallest length that holds it, and its number of real slices."""
+        t = chunk.shape[0]
+        n = next(n for n in self.lengths if n >= t)
+        if n == t:
+            return chunk, t
+        return torch.cat([chunk, chunk.new_zeros((n - t,) + tuple(chunk.shape[1:]))]), t
+
+    def slice_outputs(self, slices: torch.Tensor) -> torch.Tensor:
+        """T x 32 embeddings (LSTM) or T slice probabilities (rule aggregators) of the real slices."""
+        slices = self._check(slices)
+        outs = []
+        for start in range(0, slices.shape[0], self.lengths[-1]):
+            padded, t = self._pad(slices[start:start + self.lengths[-1]])
+            outs.append(self.session(padded)[:t])  # the mask: padded slices' outputs are dropped
+        out = torch.cat(outs)
+        return out if self._features else torch.sigmoid(out[:, 0])
+
+    def __call__(self, slices: torch.Tensor) -> torch.Tensor:
+        out = self.slice_outputs(slices)
+        with torch.no_grad():
+            return self.aggregator(out[None])
+
+    def __repr__(self) -> str:
+        return f"ScanSession(lengths={self.lengths}, aggregator={self.aggregator.model_name}, {self.session!r})"
+
+
+def _image_list(images: Any, where: str) -> List[torch.Tensor]:
+    """A detector's input as the detector takes it (a list of C x H x W tensors), float32, detached."""
+    images = _check_images(images, where)
+    if not images:
+        raise ValueError(f"{where}: expected a non-empty list of images, got an empty list")
+    for i, im in enumerate(images):
+        if im.dtype != torch.float32:
+            raise TypeError(f"{where}: image {i} must be float32, got dtype={im.dtype}")
+    return [im.detach() for im in images]

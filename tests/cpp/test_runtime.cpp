@@ -5,6 +5,9 @@
 #include <thread>
 
 #include <osteonet/backbones/registry.hpp>
+#include <osteonet/detection/box_ops.hpp>
+#include <osteonet/detection/faster_rcnn.hpp>
+#include <osteonet/runtime/detector_session.hpp>
 #include <osteonet/runtime/inference_session.hpp>
 
 namespace rt = osteonet::runtime;
@@ -98,6 +101,59 @@ TEST_CASE("InferenceSession errors") {
   CHECK(session.mode() == "eager");
   CHECK_THROWS_AS(session(torch::randn({1, 1, 64, 64})), osteonet::ValueError);
   CHECK_THROWS_AS(session(torch::randn({1, 3, 64, 64}, torch::kDouble)), osteonet::TypeError);
+}
+
+namespace {
+/// A ResNet-18-FPN Faster R-CNN at 160 px with random BatchNorm statistics and peaked heads, so that
+/// it detects boxes whose scores are well apart.
+osteonet::detection::FasterRCNN small_detector() {
+  torch::manual_seed(3);
+  osteonet::detection::FasterRCNNConfig c;
+  c.backbone = "resnet18";
+  c.num_classes = 3;
+  c.options = osteonet::OptionMap({{"min_size", int64_t{160}}, {"max_size", int64_t{160}}});
+  auto det = osteonet::detection::fasterrcnn(c);
+  torch::NoGradGuard no_grad;
+  for (auto& kv : det->named_buffers())
+    if (kv.key().find("running_var") != std::string::npos) kv.value().copy_(0.5 + torch::rand_like(kv.value()));
+    else if (kv.key().find("running_mean") != std::string::npos) kv.value().copy_(0.1 * torch::randn_like(kv.value()));
+  auto& cls = det->roi_heads->box_predictor->cls_score;
+  cls->weight.mul_(20);
+  cls->bias.copy_(2 * torch::randn_like(cls->bias));
+  for (auto& kv : det->rpn->named_parameters())
+    if (kv.key() == "head.cls_logits.weight") kv.value().mul_(20);
+  det->eval();
+  return det;
+}
+/// Every reference detection has one of `got` with the same label, IoU > 0.99 and score within 1e-3.
+bool same_detections(const osteonet::detection::Detection& got, const osteonet::detection::Detection& ref) {
+  if (got.boxes.size(0) != ref.boxes.size(0) || ref.boxes.size(0) == 0) return false;
+  auto iou = osteonet::detection::box_iou(ref.boxes, got.boxes);
+  auto label = ref.labels.unsqueeze(1) == got.labels.unsqueeze(0);
+  auto score = (ref.scores.unsqueeze(1) - got.scores.unsqueeze(0)).abs() < 1e-3;
+  return ((iou > 0.99) & label & score).any(1).all().item<bool>();
+}
+}  // namespace
+
+TEST_CASE("DetectorSession float32 equals the detector's eval forward and caches padded shapes") {
+  auto det = small_detector();
+  torch::manual_seed(4);
+  std::vector<torch::Tensor> images{torch::rand({3, 160, 160}), torch::rand({3, 128, 160})};
+  rt::DetectorSession session(*det, images, rt::InferenceSessionOptions().warmup(0));
+  CHECK(session.mode() == "frozen");
+  CHECK(session.dtype() == "float32");
+  CHECK(session.accuracy() < 1e-4);
+  CHECK(session.folded() == 20);
+  CHECK((session.cached_shapes() == std::vector<std::vector<int64_t>>{{2, 3, 160, 160}}));
+  torch::NoGradGuard no_grad;
+  auto expected = det->forward(images).detections;
+  auto got = session(images);
+  REQUIRE(got.size() == 2);
+  CHECK(same_detections(got[0], expected[0]));
+  CHECK(same_detections(got[1], expected[1]));
+  CHECK_THROWS_AS(session({}), osteonet::ValueError);
+  CHECK_THROWS_AS(session({torch::rand({3, 64, 64}, torch::kDouble)}), osteonet::TypeError);
+  CHECK_THROWS_AS(rt::DetectorSession(*det, images, rt::InferenceSessionOptions().features(true)), osteonet::ValueError);
 }
 
 #if defined(OSTEONET_WITH_CUDA)

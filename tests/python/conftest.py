@@ -30,3 +30,42 @@ def perturb_(model: torch.nn.Module, scale: float = 0.05, seed: int = 1) -> None
                 t.copy_(noise)
             else:
                 t.add_(noise)
+
+
+# torchvision Faster R-CNN helpers shared by the detection parity and runtime tests.
+def randomise_detector_(model: torch.nn.Module, seed: int, peak: float = 20.0) -> None:
+    """Random BN statistics and heads peaked by ``peak``, so that the models detect something."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+        p = model.roi_heads.box_predictor
+        p.cls_score.weight.mul_(peak)
+        p.cls_score.bias.copy_(torch.randn(p.cls_score.bias.shape, generator=g) * 2)
+        model.rpn.head.cls_logits.weight.mul_(peak)
+
+
+def scene(h: int, w: int, g: torch.Generator) -> torch.Tensor:
+    """Rectangles of random colours on a smooth gradient (structure for the features to see)."""
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    img = torch.stack([xx, yy, (xx + yy) / 2]) * 0.5
+    for _ in range(6):
+        y1, x1 = int(torch.randint(0, h - 40, (1,), generator=g)), int(torch.randint(0, w - 40, (1,), generator=g))
+        hh, ww = int(torch.randint(20, h // 2, (1,), generator=g)), int(torch.randint(20, w // 2, (1,), generator=g))
+        img[:, y1:y1 + hh, x1:x1 + ww] = torch.rand(3, 1, 1, generator=g)
+    return img
+
+
+def match_detections(ours: dict, ref: dict) -> None:
+    """Every reference detection has one of ours with the same label, IoU > 0.99, score within 1e-3."""
+    from osteonet.detection import box_iou
+
+    assert ours["boxes"].shape == ref["boxes"].shape, (ours["boxes"].shape, ref["boxes"].shape)
+    assert ref["boxes"].shape[0] > 5
+    iou = box_iou(ref["boxes"], ours["boxes"])
+    same_label = ref["labels"][:, None] == ours["labels"][None, :]
+    close_score = (ref["scores"][:, None] - ours["scores"][None, :]).abs() < 1e-3
+    ok = ((iou > 0.99) & same_label & close_score).any(1)
+    assert ok.all(), f"{int((~ok).sum())} of {ok.numel()} reference detections unmatched"

@@ -4,11 +4,13 @@
 // and torchvision's fasterrcnn_resnet50_fpn / fasterrcnn_mobilenet_v3_large_fpn.
 #pragma once
 
+#include <ATen/record_function.h>
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -29,16 +31,33 @@ struct DetectorOutput {
   std::vector<Detection> detections;
 };
 
+/// Everything the builders read: backbone choice and torchvision's keyword options by name.
+struct FasterRCNNConfig {
+  /// resnet18/34/50/101, dsnet_resnet50, vgg16(_bn), mobilenet_v2, mobilenet_v3_large.
+  std::string backbone = "resnet50";
+  /// "none", "se", "eca", "sk", "ds" (placement via the option attention_placement).
+  std::string attention = "none";
+  int64_t num_classes = 91;
+  bool fpn = true;
+  /// torchvision's FasterRCNN keywords (min_size, max_size, rpn_*, box_*), backbone keywords
+  /// (attention_placement, attn_*) and fpn_channels / representation_size.
+  OptionMap options;
+};
+
 class FasterRCNNImpl : public torch::nn::Cloneable<FasterRCNNImpl> {
  public:
+  /// `config`: what the builder (fasterrcnn()) was given, kept so that the model can be rebuilt
+  /// (runtime::DetectorSession copies a detector this way).
   FasterRCNNImpl(GeneralizedRCNNTransform transform, DetectorBackbone backbone, RegionProposalNetwork rpn,
-                 RoIHeads roi_heads, int64_t num_classes, std::string name = "fasterrcnn")
+                 RoIHeads roi_heads, int64_t num_classes, std::string name = "fasterrcnn",
+                 FasterRCNNConfig config = {})
       : transform(std::move(transform)),
         backbone(std::move(backbone)),
         rpn(std::move(rpn)),
         roi_heads(std::move(roi_heads)),
         num_classes_(num_classes),
-        name_(std::move(name)) {
+        name_(std::move(name)),
+        config_(std::move(config)) {
     reset();
   }
   void reset() override {
@@ -48,8 +67,28 @@ class FasterRCNNImpl : public torch::nn::Cloneable<FasterRCNNImpl> {
     register_module("roi_heads", roi_heads);
   }
 
+  /// The backbone (+FPN) maps of a padded image batch.
+  using FeatureFn = std::function<std::vector<torch::Tensor>(const torch::Tensor&)>;
+
   /// Images: list of C x H x W float tensors (values in [0, 1]). Targets are required in training.
   DetectorOutput forward(const std::vector<torch::Tensor>& images, const std::vector<Target>* targets = nullptr) {
+    return run(images, targets, nullptr);
+  }
+
+  /// Evaluation with the backbone (+FPN) maps computed by `features` instead of `backbone` (which
+  /// must compute the same maps): runtime::DetectorSession passes its prepared per-shape programs.
+  std::vector<Detection> detect(const std::vector<torch::Tensor>& images, const FeatureFn& features) {
+    OSTEONET_CHECK(!is_training(), name_, ": detect() is for evaluation; call eval() first");
+    return run(images, nullptr, &features).detections;
+  }
+
+  int64_t num_classes() const { return num_classes_; }
+  const std::string& name() const { return name_; }
+  const FasterRCNNConfig& config() const { return config_; }
+
+ private:
+  DetectorOutput run(const std::vector<torch::Tensor>& images, const std::vector<Target>* targets,
+                     const FeatureFn* features_fn) {
     OSTEONET_CHECK(!images.empty(), name_, ": expected a non-empty list of images");
     if (is_training()) {
       OSTEONET_CHECK(targets != nullptr, name_, ": targets are required in training mode");
@@ -62,21 +101,33 @@ class FasterRCNNImpl : public torch::nn::Cloneable<FasterRCNNImpl> {
     }
     std::vector<Target> t;
     if (targets) t = *targets;
-    auto list = transform->forward(images, targets ? &t : nullptr);
-    auto features = backbone->forward(list.tensors);
-    auto [proposals, rpn_losses] = rpn->forward(list, features, targets ? &t : nullptr);
-    auto [dets, det_losses] = roi_heads->forward(features, proposals, list.image_sizes, targets ? &t : nullptr);
+    // Each stage is a user scope of torch.profiler ("osteonet::detector.<stage>"); free when not profiling.
+    auto list = [&] {
+      RECORD_USER_SCOPE("osteonet::detector.transform");
+      return transform->forward(images, targets ? &t : nullptr);
+    }();
+    auto features = features_fn ? (*features_fn)(list.tensors) : backbone->forward(list.tensors);
+    auto [proposals, rpn_losses] = [&] {
+      RECORD_USER_SCOPE("osteonet::detector.rpn");
+      return rpn->forward(list, features, targets ? &t : nullptr);
+    }();
+    auto [dets, det_losses] = [&] {
+      RECORD_USER_SCOPE("osteonet::detector.roi_heads");
+      return roi_heads->forward(features, proposals, list.image_sizes, targets ? &t : nullptr);
+    }();
     DetectorOutput out;
     if (is_training()) {
       out.losses = det_losses;
       out.losses.insert(rpn_losses.begin(), rpn_losses.end());
     } else {
+      RECORD_USER_SCOPE("osteonet::detector.postprocess");
       transform->postprocess(dets, list.image_sizes, original);
       out.detections = std::move(dets);
     }
     return out;
   }
 
+ public:
   /// One ValueError naming the image and box for degenerate, out-of-image or non-finite boxes and
   /// labels outside 1..num_classes-1 (0 is the background).
   void check_targets(const std::vector<torch::Tensor>& images, const std::vector<Target>& targets) const {
@@ -115,9 +166,6 @@ class FasterRCNNImpl : public torch::nn::Cloneable<FasterRCNNImpl> {
     }
   }
 
-  int64_t num_classes() const { return num_classes_; }
-  const std::string& name() const { return name_; }
-
   GeneralizedRCNNTransform transform;
   DetectorBackbone backbone;
   RegionProposalNetwork rpn;
@@ -126,21 +174,9 @@ class FasterRCNNImpl : public torch::nn::Cloneable<FasterRCNNImpl> {
  private:
   int64_t num_classes_;
   std::string name_;
+  FasterRCNNConfig config_;
 };
 TORCH_MODULE(FasterRCNN);
-
-/// Everything the builders read: backbone choice and torchvision's keyword options by name.
-struct FasterRCNNConfig {
-  /// resnet18/34/50/101, dsnet_resnet50, vgg16(_bn), mobilenet_v2, mobilenet_v3_large.
-  std::string backbone = "resnet50";
-  /// "none", "se", "eca", "sk", "ds" (placement via the option attention_placement).
-  std::string attention = "none";
-  int64_t num_classes = 91;
-  bool fpn = true;
-  /// torchvision's FasterRCNN keywords (min_size, max_size, rpn_*, box_*), backbone keywords
-  /// (attention_placement, attn_*) and fpn_channels / representation_size.
-  OptionMap options;
-};
 
 namespace detail_frcnn {
 
@@ -196,6 +232,7 @@ inline void freeze_backbone_layers(DetectorBackboneImpl& backbone, const std::st
 /// Builds a Faster R-CNN on an osteonet backbone. Unknown options raise ValueError ("did you mean").
 inline FasterRCNN fasterrcnn(FasterRCNNConfig cfg, const std::string& name = "fasterrcnn") {
   using namespace backbones;
+  const FasterRCNNConfig given = cfg;
   OSTEONET_CHECK(cfg.num_classes >= 2, name, ": num_classes must be >= 2 (background + classes), got num_classes=",
                  cfg.num_classes);
   auto& o = cfg.options;
@@ -275,7 +312,7 @@ inline FasterRCNN fasterrcnn(FasterRCNNConfig cfg, const std::string& name = "fa
   to.min_size(detail_frcnn::int_list(o, "min_size", {800})).max_size(o.get_int("max_size", 1333));
   auto transform = GeneralizedRCNNTransform(to);
   o.check_all_used(name);
-  return FasterRCNN(transform, backbone, rpn, roi_heads, cfg.num_classes, name);
+  return FasterRCNN(transform, backbone, rpn, roi_heads, cfg.num_classes, name, given);
 }
 
 /// torchvision's fasterrcnn_resnet50_fpn. Default: BatchNorm2d in the body and every layer trainable,

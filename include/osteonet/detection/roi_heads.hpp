@@ -3,6 +3,7 @@
 // score threshold, NMS and top-k in evaluation.
 #pragma once
 
+#include <ATen/record_function.h>
 #include <torch/torch.h>
 
 #include <utility>
@@ -111,12 +112,7 @@ class RoIHeadsImpl : public torch::nn::Cloneable<RoIHeadsImpl> {
       OSTEONET_CHECK(targets != nullptr, "RoIHeads: targets are required in training mode");
       select_training_samples(proposals, *targets, labels, reg_targets);
     }
-    const auto levels = std::min<size_t>(features.size(), static_cast<size_t>(options.pooled_levels()));
-    std::vector<torch::Tensor> pooled_maps(features.begin(), features.begin() + static_cast<int64_t>(levels));
-    auto box_features = multiscale_roi_align(pooled_maps, proposals, image_sizes, options.pool_size(),
-                                             options.sampling_ratio());
-    box_features = box_head.forward<torch::Tensor>(box_features);
-    auto [class_logits, box_regression] = box_predictor->forward(box_features);
+    auto [class_logits, box_regression] = box_outputs(features, proposals, image_sizes);
     std::vector<Detection> result;
     LossMap losses;
     if (is_training()) {
@@ -127,6 +123,22 @@ class RoIHeadsImpl : public torch::nn::Cloneable<RoIHeadsImpl> {
       result = postprocess_detections(class_logits, box_regression, proposals, image_sizes);
     }
     return {result, losses};
+  }
+
+  /// Class logits and per-class box deltas of the proposals: multi-scale RoIAlign on the leading
+  /// feature maps, box head, predictor.
+  std::pair<torch::Tensor, torch::Tensor> box_outputs(const std::vector<torch::Tensor>& features,
+                                                      const std::vector<torch::Tensor>& proposals,
+                                                      const std::vector<std::array<int64_t, 2>>& image_sizes) {
+    const auto levels = std::min<size_t>(features.size(), static_cast<size_t>(options.pooled_levels()));
+    std::vector<torch::Tensor> pooled_maps(features.begin(), features.begin() + static_cast<int64_t>(levels));
+    auto box_features = [&] {
+      RECORD_USER_SCOPE("osteonet::roi_heads.box_roi_pool");
+      return multiscale_roi_align(pooled_maps, proposals, image_sizes, options.pool_size(), options.sampling_ratio());
+    }();
+    RECORD_USER_SCOPE("osteonet::roi_heads.box_head");
+    box_features = box_head.forward<torch::Tensor>(box_features);  // the pooled RoIs are freed here
+    return box_predictor->forward(box_features);
   }
 
   void select_training_samples(std::vector<torch::Tensor>& proposals, const std::vector<Target>& targets,
@@ -168,6 +180,7 @@ class RoIHeadsImpl : public torch::nn::Cloneable<RoIHeadsImpl> {
   std::vector<Detection> postprocess_detections(const torch::Tensor& class_logits, const torch::Tensor& box_regression,
                                                 const std::vector<torch::Tensor>& proposals,
                                                 const std::vector<std::array<int64_t, 2>>& image_sizes) const {
+    RECORD_USER_SCOPE("osteonet::roi_heads.postprocess_detections");
     const int64_t num_classes = class_logits.size(-1);
     std::vector<int64_t> counts;
     for (const auto& p : proposals) counts.push_back(p.size(0));
