@@ -8,7 +8,8 @@ Every variant of one (model, batch) cell is timed round-robin (one call each, re
 changes of this shared machine hit all variants alike. Weights: the osteonet model's random init
 with BatchNorm statistics and affine parameters moved away from identity (so folding is not
 trivial), loaded into torchvision's model. One thread by default (see --threads). Accuracy: max |softmax(variant) - softmax(torchvision eager
-float32)| on the benchmark input.
+float32)| on the benchmark input; for the detector cells (fasterrcnn_resnet50_fpn, dsnet_detector) the
+fraction of the baseline's detections a variant misses.
 """
 
 import argparse
@@ -131,7 +132,8 @@ def measure(variants, error, repeats, base, s32, s16):
         "repeats": repeats, "baseline": base, "median_ms": med, "p99_ms": p99,
         "speedup_vs_baseline": {k: med[base] / v for k, v in med.items()},
         "session_vs_peer": {"fp32": med["torchscript_peer_fp32"] / med["session_fp32"],
-                            "bf16": med["torchscript_peer_bf16_cl"] / med["session_bf16"]},
+                            "bf16": med["torchscript_peer_bf16_cl"] / med["session_bf16"]}
+        if "torchscript_peer_fp32" in med else None,
         "max_prob_diff_vs_eager_fp32": acc,
         "session_accuracy_at_construction": {"fp32": s32.accuracy, "bf16": s16.accuracy},
         "session_dtypes": {"fp32": s32.dtype, "bf16": s16.dtype},
@@ -205,6 +207,138 @@ def bench_scan(slices, size, repeats):
     return cell
 
 
+def scene(size, g):
+    """A structured test image: rectangles of random grey levels on a smooth gradient."""
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    img = torch.stack([xx, yy, (xx + yy) / 2]) * 0.5
+    for _ in range(8):
+        y1, x1 = (int(v) for v in torch.randint(0, size * 3 // 4, (2,), generator=g))
+        h, w = (int(v) for v in torch.randint(size // 16, size // 3, (2,), generator=g))
+        img[:, y1:y1 + h, x1:x1 + w] = torch.rand(3, 1, 1, generator=g)
+    return img
+
+
+def peaked_heads(state, seed=0, peak=5.0):
+    """A detector state dict (torchvision's names) with random BatchNorm statistics and RPN/box
+    classifiers peaked by ``peak``, so that a random-weight detector returns detections whose scores are
+    well apart (as tests/python/conftest.py's randomise_detector_)."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, t in state.items():
+        t = t.clone()
+        if name.endswith("running_mean"):
+            t = torch.randn(t.shape, generator=g) * 0.1
+        elif name.endswith("running_var"):
+            t = torch.rand(t.shape, generator=g) + 0.5
+        elif name in ("roi_heads.box_predictor.cls_score.weight", "rpn.head.cls_logits.weight"):
+            t = t * peak
+        elif name == "roi_heads.box_predictor.cls_score.bias":
+            t = torch.randn(t.shape, generator=g) * 2
+        out[name] = t
+    return out
+
+
+def frozen_backbone_detector(tv, images, bf16):
+    """The TorchScript peer for a torchvision detector, split as the session is: backbone + FPN traced at
+    the padded batch shape, frozen and optimised for inference (bfloat16 channels-last inside), the
+    RPN, RoI heads and post-processing eager in float32."""
+    import copy
+    from collections import OrderedDict
+
+    m = copy.deepcopy(tv).eval()
+    with torch.no_grad():
+        batch = m.transform(images)[0].tensors
+        names = list(m.backbone(batch).keys())
+    body = m.backbone
+    if bf16:
+        body = body.to(torch.bfloat16).to(memory_format=torch.channels_last)
+
+    class Maps(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = body
+
+        def forward(self, x):
+            if bf16:
+                x = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+            return tuple(v.float().contiguous() for v in self.body(x).values())
+
+    program = freeze(Maps().eval(), batch)
+
+    class Backbone(torch.nn.Module):
+        out_channels = tv.backbone.out_channels
+
+        def forward(self, x):
+            return OrderedDict(zip(names, program(x)))
+
+    m.backbone = Backbone()
+    return m
+
+
+def detection_error(ref):
+    """Fraction of the baseline's detections (per image) without a detection of the same label at
+    IoU > 0.9 and |score difference| < 1e-2 in a variant's output."""
+    from osteonet.detection import box_iou
+
+    def error(out):
+        missed = total = 0
+        for o, r in zip(out, ref):
+            n = r["boxes"].shape[0]
+            total += n
+            if n == 0:
+                continue
+            if o["boxes"].shape[0] == 0:
+                missed += n
+                continue
+            ok = (box_iou(r["boxes"], o["boxes"]) > 0.9) & (r["labels"][:, None] == o["labels"][None, :]) & \
+                ((r["scores"][:, None] - o["scores"][None, :]).abs() < 1e-2)
+            missed += int((~ok.any(1)).sum())
+        return missed / max(total, 1)
+
+    return error
+
+
+def bench_detector(name, batch, size, repeats):
+    """A Faster R-CNN on ``batch`` structured size x size images (min_size = max_size = size).
+    ``fasterrcnn_resnet50_fpn``: against torchvision's (same weights) and its TorchScript peer
+    (frozen_backbone_detector); ``dsnet_detector``: DSNet's detector (ResNet-50 + DS attention + FPN,
+    3 classes), which has no torchvision counterpart: osteonet eager is the baseline and there is no peer."""
+    torch.manual_seed(0)
+    kw = dict(min_size=size, max_size=size)
+    g = torch.Generator().manual_seed(1)
+    images = [scene(size, g) for _ in range(batch)]
+    variants = {}
+    if name == "fasterrcnn_resnet50_fpn":
+        tv = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=3,
+                                                                   **kw).eval()
+        tv.load_state_dict(peaked_heads(tv.state_dict()))
+        ours = osteonet.create_model(name, num_classes=3, **kw).eval()
+        ours.load_state_dict(tv.state_dict())
+        variants["torchvision_eager_fp32"] = lambda: tv(images)
+        base, peer_src = "torchvision_eager_fp32", "torchvision (backbone + FPN frozen per padded shape)"
+    else:
+        ours = osteonet.create_model("fasterrcnn", backbone="dsnet_resnet50", num_classes=3, **kw).eval()
+        ours.load_state_dict(peaked_heads(ours.state_dict()))
+        base, peer_src = "osteonet_eager_fp32", None
+    variants["osteonet_eager_fp32"] = lambda: ours(images)
+    with torch.no_grad():
+        ref = (tv if peer_src else ours)(images)
+    if peer_src:
+        peer32 = frozen_backbone_detector(tv, images, bf16=False)
+        variants["torchscript_peer_fp32"] = lambda: peer32(images)
+        peer16 = frozen_backbone_detector(tv, images, bf16=True)
+        variants["torchscript_peer_bf16_cl"] = lambda: peer16(images)
+    s32 = InferenceSession(ours, images, dtype="float32")
+    variants["session_fp32"] = lambda: s32(images)
+    s16 = InferenceSession(ours, images, dtype="bfloat16")
+    variants["session_bf16"] = lambda: s16(images)
+    cell = measure(variants, detection_error(ref), repeats, base, s32, s16)
+    cell.update({"model": "DSNet detector (dsnet_resnet50 + FPN)" if name == "dsnet_detector" else name,
+                 "batch": batch, "size": size, "peer_source": peer_src,
+                 "detections_per_image": [int(r["boxes"].shape[0]) for r in ref]})
+    return cell
+
+
 def markdown(res):
     m = res["machine"]
     lines = ["# Inference runtime (issue 8): CPU latency", "",
@@ -216,8 +350,13 @@ def markdown(res):
              "session is faster than TorchScript freeze + optimize_for_inference on the same model; max |Δp| vs eager "
              "float32 (softmax probabilities; for the scan, its fracture probability). The scan cell takes "
              "preprocessed 224-px slices; its session runs the encoder with `features=True` and osteonet's LSTM "
-             "aggregator eagerly.", "",
-             "| model | batch | variant | median ms | p99 ms | speed-up | max abs Δprob |",
+             "aggregator eagerly. Detector cells (512 x 512 structured images, random weights with peaked "
+             "classifiers): the last column is instead the fraction of the baseline's detections that a variant "
+             "misses (no detection of the same label at IoU > 0.9 with |Δscore| < 1e-2); the session and the peer "
+             "prepare backbone + FPN per padded batch shape and run proposals, RoIAlign, box head and NMS eagerly "
+             "in float32. The DSNet detector has no torchvision counterpart: osteonet eager is its baseline and "
+             "it has no peer (nan).", "",
+             "| model | batch | variant | median ms | p99 ms | speed-up | max abs Δprob (detectors: missed) |",
              "|---|---|---|---|---|---|---|"]
     for c in res["cells"]:
         for k in c["median_ms"]:
@@ -225,8 +364,8 @@ def markdown(res):
                          f"{c['speedup_vs_baseline'][k]:.2f}× | {c['max_prob_diff_vs_eager_fp32'][k]:.1e} |")
     lines += ["", "| model | batch | session/peer float32 | session/peer bfloat16 |", "|---|---|---|---|"]
     for c in res["cells"]:
-        lines.append(f"| {c['model']} | {c['batch']} | {c['session_vs_peer']['fp32']:.2f} | "
-                     f"{c['session_vs_peer']['bf16']:.2f} |")
+        peer = c["session_vs_peer"] or {"fp32": float("nan"), "bf16": float("nan")}
+        lines.append(f"| {c['model']} | {c['batch']} | {peer['fp32']:.2f} | {peer['bf16']:.2f} |")
     lines += ["", f"Command: `{res['command']}`", ""]
     for u in res.get("updates", []):
         lines += [f"Rerun of {', '.join(u['cells'])} (load average before {u['machine']['loadavg_before'][0]:.2f}): "
@@ -239,12 +378,15 @@ def main():
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--size", type=int, default=224)
+    # Detector cells: square images, min_size = max_size (DSNet's lumbar CT slices are 512 x 512).
+    ap.add_argument("--detector-size", type=int, default=512)
     # One thread: on this shared 2-core VM a second OpenMP thread stalls whenever another job holds a
     # core (mobilenet_v2 batch 1: 22 ms with 1 thread, 1600 ms with 2 under load).
     ap.add_argument("--threads", type=int, default=1)
     # dsnet_resnet50 at batch 8 is left out by default (run time on the shared machine); add it with --cells.
     ap.add_argument("--cells", default="resnet50:1,resnet50:8,mobilenet_v2:1,mobilenet_v2:8,densenet121:1,"
-                                       "densenet121:8,dsnet_resnet50:1,ovf_scan:64")
+                                       "densenet121:8,dsnet_resnet50:1,ovf_scan:64,fasterrcnn_resnet50_fpn:1,"
+                                       "dsnet_detector:1")
     ap.add_argument("--update", action="store_true",
                     help="replace only the measured cells of an existing --out/runtime.json (a targeted rerun); "
                          "each cell records its own load average")
@@ -257,7 +399,12 @@ def main():
         name, b = cell_name.split(":")[0], int(cell_name.split(":")[1])
         reps = args.repeats if b == 1 and name != "dsnet_resnet50" else max(5, args.repeats // 4)
         load = os.getloadavg()[0]
-        cell = bench_scan(b, args.size, reps) if name == "ovf_scan" else bench_cell(name, b, args.size, reps)
+        if name == "ovf_scan":
+            cell = bench_scan(b, args.size, reps)
+        elif name in ("fasterrcnn_resnet50_fpn", "dsnet_detector"):
+            cell = bench_detector(name, b, args.detector_size, max(5, args.repeats // 4) if b > 1 else args.repeats // 2)
+        else:
+            cell = bench_cell(name, b, args.size, reps)
         cell["loadavg"] = [load, os.getloadavg()[0]]
         res["cells"].append(cell)
         print(json.dumps({k: cell[k] for k in ("model", "batch", "median_ms", "session_vs_peer",

@@ -131,12 +131,12 @@ class SessionBase {
     };
     step(bf16, true);
     if (bf16 && accuracy_ > options_.tolerance_bfloat16()) {
-      TORCH_WARN(where(), ": bfloat16 ", output, " differs from float32 by ", accuracy_, " (> tolerance ",
+      TORCH_WARN(where(), ": bfloat16 differs from float32 by ", accuracy_, " in the ", output, " (> tolerance ",
                  options_.tolerance_bfloat16(), "); using float32");
       step(false, true);
     }
     if (!bf16_ && accuracy_ > options_.tolerance_float32()) {
-      TORCH_WARN(where(), ": the folded float32 copy's ", output, " differs from eager by ", accuracy_,
+      TORCH_WARN(where(), ": the folded float32 copy differs from eager by ", accuracy_, " in the ", output,
                  " (> tolerance ", options_.tolerance_float32(), "); running the unfolded copy eagerly");
       options_.freeze(false);
       options_.cuda_graph(false);
