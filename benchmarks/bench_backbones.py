@@ -17,6 +17,7 @@ import torch
 import torchvision
 
 import osteonet
+from osteonet.io import write_text
 from osteonet import _core
 
 
@@ -82,8 +83,7 @@ def render(folder):
     """Re-writes backbones.md from backbones.json (after a change of the table's layout)."""
     with open(os.path.join(folder, "backbones.json")) as f:
         d = json.load(f)
-    with open(os.path.join(folder, "backbones.md"), "w") as f:
-        f.write(to_markdown(d["rows"], d["machine"]))
+    write_text(os.path.join(folder, "backbones.md"), to_markdown(d["rows"], d["machine"]))
 
 
 def main(argv=None):
@@ -117,13 +117,9 @@ def main(argv=None):
         table = [fresh.pop((r["model"], r["batch"]), r) for r in old["rows"]] + list(fresh.values())
         info = old["machine"]
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
         for fname, text in (("backbones.json", json.dumps({"machine": info, "repeats": args.repeats, "rows": table}, indent=1)),
                             ("backbones.md", to_markdown(table, info))):
-            tmp = os.path.join(args.out, fname + ".tmp")
-            with open(tmp, "w") as f:
-                f.write(text)
-            os.replace(tmp, os.path.join(args.out, fname))  # whole or not at all
+            write_text(os.path.join(args.out, fname), text)  # whole or not at all
     # The goal is like for like: a model against its torchvision twin (dsnet_resnet50 against plain
     # ResNet-50 shows DS's cost, not a parity gap).
     slow = [r for r in rows if r.get("ratio_py") is not None and r["reference"] == r["model"]

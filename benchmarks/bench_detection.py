@@ -22,6 +22,7 @@ import torch
 import torchvision
 
 import osteonet
+from osteonet.io import write_text
 
 
 def _time(fn):
@@ -120,13 +121,7 @@ def main():
             results["runs"][f"{name}@{size}"] = r
             print(name, size, json.dumps({k: v.get("ratio_torchvision_over_osteonet") for k, v in r.items()}), flush=True)
         results["runs"][f"dsnet_fasterrcnn@{size}"] = {"dsnet": bench_dsnet(size, a.repeats)}
-    os.makedirs(a.out, exist_ok=True)
-    tmp = os.path.join(a.out, "detection.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(results, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, os.path.join(a.out, "detection.json"))
+    write_text(os.path.join(a.out, "detection.json"), json.dumps(results, indent=2))
     loads = [x for r in results["runs"].values() for v in r.values() if isinstance(v, dict)
              for x in v.get("loadavg_1min", [])]
     lines = ["# Faster R-CNN: osteonet vs torchvision (CPU)", "",
@@ -156,8 +151,7 @@ def main():
         else:
             for impl, d in r["fps"].items():
                 lines.append(f"| {name} | {size} | {impl} | {d['frames_per_second']:.2f} | {d['seconds_per_frame']:.3f} |")
-    with open(os.path.join(a.out, "detection.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write_text(os.path.join(a.out, "detection.md"), "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

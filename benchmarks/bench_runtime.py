@@ -24,6 +24,7 @@ import torch
 import torchvision
 
 import osteonet
+from osteonet.io import write_text
 from osteonet.runtime import InferenceSession
 
 TORCHVISION = {"resnet50": "resnet50", "dsnet_resnet50": None, "mobilenet_v2": "mobilenet_v2",
@@ -420,15 +421,8 @@ def main():
                                                                    ((c["model"], c["batch"]) for c in res["cells"])],
                                "machine": res["machine"]})
         res = old
-    os.makedirs(args.out, exist_ok=True)
     for ext, text in (("json", json.dumps(res, indent=1)), ("md", markdown(res))):
-        path = os.path.join(args.out, f"runtime.{ext}")
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_text(os.path.join(args.out, f"runtime.{ext}"), text)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 
 import torch
@@ -25,6 +24,7 @@ import torchvision
 from torch import nn
 
 import osteonet
+from osteonet.io import write_text
 from osteonet import sequence as seq
 
 
@@ -106,7 +106,7 @@ def main():
            "osteonet_s": mo, "torch_python_s": mr, "ratio_python_over_osteonet": mr / mo,
            "osteonet_runs_s": t_ours, "torch_python_runs_s": t_ref}
     os.makedirs(a.out, exist_ok=True)
-    _write(os.path.join(a.out, "sequence.json"), json.dumps(res, indent=2) + "\n")
+    write_text(os.path.join(a.out, "sequence.json"), json.dumps(res, indent=2) + "\n")
     md = (
         "# Seed 002 pipeline: one scan end to end, osteonet vs PyTorch (CPU)\n\n"
         f"Machine: {machine['cpu']}, {machine['cores']} cores (shared), torch {machine['torch']} with "
@@ -121,17 +121,8 @@ def main():
         f"Ratio Python / osteonet: **{mr / mo:.3f}** (goal >= 1.0).\n\n"
         f"Command: `python benchmarks/bench_sequence.py --runs {a.runs}`\n"
     )
-    _write(os.path.join(a.out, "sequence.md"), md)
+    write_text(os.path.join(a.out, "sequence.md"), md)
     print(md)
-
-
-def _write(path, text):
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
