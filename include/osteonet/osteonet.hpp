@@ -1,9 +1,12 @@
 // osteonet: deep-learning models for osteoporosis imaging on LibTorch (umbrella header).
 #pragma once
 
+#include "osteonet/core/call.hpp"
 #include "osteonet/core/error.hpp"
 #include "osteonet/core/feature_info.hpp"
+#include "osteonet/core/model_registry.hpp"
 #include "osteonet/core/options.hpp"
+#include "osteonet/core/registry.hpp"
 #include "osteonet/core/version.hpp"
 
 #include "osteonet/attention/attention.hpp"

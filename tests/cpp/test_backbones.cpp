@@ -24,9 +24,13 @@ TEST_CASE("registry lists every model and builds each with described feature map
     const int64_t s = n == "inception_v3" ? 96 : 64;
     auto x = torch::randn({2, 1, s, s});
     CHECK(m->forward(x).sizes() == torch::IntArrayRef({2, 3}));
-    auto feats = m->forward_features(x);
+    auto feats = m->forward_intermediates(x);
     REQUIRE(feats.size() == m->feature_info().size());
     for (size_t i = 0; i < feats.size(); ++i) CHECK(feats[i].size(1) == m->feature_info()[i].channels);
+    // timm's contract: forward == forward_head(forward_features), features = the last intermediate.
+    auto last = m->forward_features(x);
+    CHECK(torch::equal(m->forward_head(last), m->forward(x)));
+    CHECK(last.size(1) == m->feature_info().back().channels);
   }
 }
 

@@ -15,13 +15,13 @@ TEST_CASE("U-Net and U-Net++ keep odd input sizes") {
   CHECK(unet->forward(x).sizes() == torch::IntArrayRef({1, 4, 37, 29}));
   CHECK(upp->forward(x).sizes() == torch::IntArrayRef({1, 4, 37, 29}));
   CHECK(upp->forward_all(x).size() == 2);
-  auto r18 = sg::create_segmenter("unet", 1, 2, osteonet::OptionMap({{"encoder", std::string("resnet18")}}));
+  auto r18 = sg::create_segmenter("unet", osteonet::OptionMap({{"encoder", std::string("resnet18")}}));
   r18->module().eval();
   CHECK(r18->forward(torch::randn({1, 1, 65, 70})).sizes() == torch::IntArrayRef({1, 2, 65, 70}));
 }
 
 TEST_CASE("segmentation errors") {
-  CHECK_THROWS_AS(sg::create_segmenter("unet++", 1, 2), osteonet::ValueError);
+  CHECK_THROWS_AS(sg::create_segmenter("unet++"), osteonet::ValueError);
   CHECK_THROWS_AS(sg::dice_loss(torch::randn({1, 3, 4, 4}), torch::full({1, 4, 4}, 3, torch::kLong)), osteonet::ValueError);
   sg::UNet unet(sg::UNetOptions().base_channels(4).depth(2));
   CHECK_THROWS_AS(unet->forward(torch::randn({1, 2, 16, 16})), osteonet::ValueError);

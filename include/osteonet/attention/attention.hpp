@@ -14,7 +14,9 @@
 #include "osteonet/attention/selective_kernel.hpp"
 #include "osteonet/attention/squeeze_excite.hpp"
 #include "osteonet/core/error.hpp"
+#include "osteonet/core/model_registry.hpp"
 #include "osteonet/core/options.hpp"
+#include "osteonet/core/registry.hpp"
 
 namespace osteonet::attention {
 
@@ -25,14 +27,63 @@ struct NoAttentionOptions {};
 using AttentionOptions = std::variant<NoAttentionOptions, SqueezeExciteOptions, EfficientChannelOptions,
                                       SelectiveKernelOptions, DualSelectiveOptions>;
 
-/// The names the factory knows, in the variant's order.
-inline const std::vector<std::string>& attention_names() {
-  static const std::vector<std::string> names{"none", "se", "eca", "sk", "ds"};
-  return names;
+/// Attention kinds by name: each entry turns keyword options `<prefix><field>` (e.g.
+/// "attn_reduction" inside a backbone's options) into typed options, defaults from the Options
+/// structs. The channel counts are filled in where a module is placed (create_attention below).
+using AttentionRegistry = core::Registry<AttentionOptions, const std::string&>;
+
+inline AttentionRegistry& attention_registry() {
+  static AttentionRegistry registry("attention");
+  static const bool filled = [] {
+    auto& r = registry;
+    r.add({"none", "attention", "no attention: blocks register nothing, so torchvision weights load strictly", "",
+           [](const OptionMap&, const std::string&) -> AttentionOptions { return NoAttentionOptions{}; }});
+    r.add({"se", "attention", "Squeeze-and-Excitation (Hu et al., CVPR 2018)", "timm SEModule",
+           [](const OptionMap& kw, const std::string& prefix) -> AttentionOptions {
+             SqueezeExciteOptions o;
+             o.reduction(kw.get_int(prefix + "reduction", o.reduction()))
+                 .min_channels(kw.get_int(prefix + "min_channels", o.min_channels()));
+             return o;
+           }});
+    r.add({"eca", "attention", "Efficient Channel Attention (Wang et al., CVPR 2020)", "timm EcaModule",
+           [](const OptionMap& kw, const std::string& prefix) -> AttentionOptions {
+             EfficientChannelOptions o;
+             o.kernel_size(kw.get_int(prefix + "kernel_size", o.kernel_size()))
+                 .gamma(kw.get_double(prefix + "gamma", o.gamma()))
+                 .beta(kw.get_double(prefix + "beta", o.beta()));
+             return o;
+           }});
+    r.add({"sk", "attention", "Selective Kernel convolution (Li et al., CVPR 2019); replaces a 3x3 convolution",
+           "timm SelectiveKernel", [](const OptionMap& kw, const std::string& prefix) -> AttentionOptions {
+             SelectiveKernelOptions o;
+             o.groups(kw.get_int(prefix + "groups", o.groups()))
+                 .reduction(kw.get_int(prefix + "reduction", o.reduction()))
+                 .min_attn_channels(kw.get_int(prefix + "min_channels", o.min_attn_channels()));
+             return o;
+           }});
+    r.add({"ds", "attention", "DSNet's dual-selective attention (seed 000, Sec. 2.3)", "",
+           [](const OptionMap& kw, const std::string& prefix) -> AttentionOptions {
+             DualSelectiveOptions o;
+             o.groups(kw.get_int(prefix + "groups", o.groups()))
+                 .reduction(kw.get_int(prefix + "reduction", o.reduction()))
+                 .gate(kw.get_string(prefix + "gate", o.gate()))
+                 .dilated_branches(kw.get_bool(prefix + "dilated_branches", o.dilated_branches()))
+                 .fuse_dilation(kw.get_int(prefix + "fuse_dilation", o.fuse_dilation()))
+                 .residual(kw.get_bool(prefix + "residual", o.residual()))
+                 .zero_init_fuse(kw.get_bool(prefix + "zero_init_fuse", o.zero_init_fuse()));
+             return o;
+           }});
+    return true;
+  }();
+  (void)filled;
+  return registry;
 }
 
+/// The names the factory knows, in the variant's order.
+inline std::vector<std::string> attention_names() { return attention_registry().names(); }
+
 /// The name of the kind `options` holds.
-inline const std::string& attention_name(const AttentionOptions& options) { return attention_names()[options.index()]; }
+inline std::string attention_name(const AttentionOptions& options) { return attention_names()[options.index()]; }
 
 /// True for kinds that replace a convolution (SK) rather than follow one.
 inline bool replaces_conv(const AttentionOptions& options) {
@@ -42,42 +93,10 @@ inline bool replaces_conv(const AttentionOptions& options) {
 inline bool is_none(const AttentionOptions& options) { return options.index() == 0; }
 
 /// Default options for `name`, overridden by keyword options `<prefix><field>` (e.g. "attn_reduction").
-/// Unknown names raise ValueError with the nearest valid one.
+/// Unknown names raise ValueError with the nearest valid one ("" means "none").
 inline AttentionOptions attention_options(const std::string& name, const OptionMap& kw = {},
                                           const std::string& prefix = "attn_") {
-  auto key = [&](const char* field) { return prefix + field; };
-  if (name == "none" || name.empty()) return NoAttentionOptions{};
-  if (name == "se") {
-    SqueezeExciteOptions o;
-    o.reduction(kw.get_int(key("reduction"), o.reduction())).min_channels(kw.get_int(key("min_channels"), o.min_channels()));
-    return o;
-  }
-  if (name == "eca") {
-    EfficientChannelOptions o;
-    o.kernel_size(kw.get_int(key("kernel_size"), o.kernel_size()))
-        .gamma(kw.get_double(key("gamma"), o.gamma()))
-        .beta(kw.get_double(key("beta"), o.beta()));
-    return o;
-  }
-  if (name == "sk") {
-    SelectiveKernelOptions o;
-    o.groups(kw.get_int(key("groups"), o.groups()))
-        .reduction(kw.get_int(key("reduction"), o.reduction()))
-        .min_attn_channels(kw.get_int(key("min_channels"), o.min_attn_channels()));
-    return o;
-  }
-  if (name == "ds") {
-    DualSelectiveOptions o;
-    o.groups(kw.get_int(key("groups"), o.groups()))
-        .reduction(kw.get_int(key("reduction"), o.reduction()))
-        .gate(kw.get_string(key("gate"), o.gate()))
-        .dilated_branches(kw.get_bool(key("dilated_branches"), o.dilated_branches()))
-        .fuse_dilation(kw.get_int(key("fuse_dilation"), o.fuse_dilation()))
-        .residual(kw.get_bool(key("residual"), o.residual()))
-        .zero_init_fuse(kw.get_bool(key("zero_init_fuse"), o.zero_init_fuse()));
-    return o;
-  }
-  throw_unknown_name("attention", "attention", name, attention_names());
+  return attention_registry().at(name.empty() ? "none" : name).build(kw, prefix);
 }
 
 /// Builds the module of `options` for a map of `channels` (SK: `channels` in, `out_channels` out
@@ -112,3 +131,29 @@ inline std::optional<torch::nn::AnyModule> create_attention(const std::string& n
 }
 
 }  // namespace osteonet::attention
+
+namespace osteonet::attention::detail_registry {
+/// The attention modules as models (family "attention"): `channels` (and for SK `out_channels`,
+/// `stride`) plus the kind's own options without a prefix, e.g. create_model("se", channels=64).
+inline std::shared_ptr<torch::nn::Module> build(const std::string& name, const OptionMap& o) {
+  auto options = attention_options(name, o, "");
+  const int64_t channels = o.get_int("channels", 0);
+  OSTEONET_CHECK(channels > 0, name, ": channels must be positive, got channels=", channels);
+  int64_t out = 0, stride = 1;
+  if (replaces_conv(options)) {
+    out = o.get_int("out_channels", 0);
+    stride = o.get_int("stride", 1);
+  }
+  return create_attention(options, channels, out, stride)->ptr();
+}
+
+inline const bool registered = [] {
+  for (const auto& e : attention_registry().entries()) {
+    if (e.name == "none") continue;
+    const std::string name = e.name;
+    core::models().add({name, "attention", e.description, e.reference,
+                        [name](const OptionMap& o) { return build(name, o); }});
+  }
+  return true;
+}();
+}  // namespace osteonet::attention::detail_registry

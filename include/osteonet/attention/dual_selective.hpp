@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "osteonet/core/call.hpp"
 #include "osteonet/core/error.hpp"
 #include "osteonet/detail/layers.hpp"
 
@@ -57,7 +58,8 @@ struct DualSelectiveOptions {
 };
 
 /// The DS module; submodules `branches.i` (conv, BN, ReLU), `fcs.i`, `fuse` (conv, BN).
-class DualSelectiveImpl : public torch::nn::Cloneable<DualSelectiveImpl> {
+class DualSelectiveImpl : public torch::nn::Cloneable<DualSelectiveImpl>,
+                          public core::TensorInvocable<DualSelectiveImpl> {
  public:
   explicit DualSelectiveImpl(DualSelectiveOptions options) : options(std::move(options)) { reset(); }
 
@@ -100,13 +102,13 @@ class DualSelectiveImpl : public torch::nn::Cloneable<DualSelectiveImpl> {
   }
 
   torch::Tensor forward(const torch::Tensor& x) {
-    const auto n = x.size(0), c = x.size(1);
+    const int64_t c = x.size(1);
     std::vector<torch::Tensor> us, ws;
     for (size_t i = 0; i < branches->size(); ++i) {
-      auto u = branches[i]->as<detail::Seq>()->forward(x);
-      auto pooled = u.mean({2, 3});  // Eq. (1)
-      torch::Tensor w = options.reduction() == 1 ? fcs[i]->as<torch::nn::Linear>()->forward(pooled)
-                                                 : fcs[i]->as<torch::nn::Sequential>()->forward(pooled);  // Eq. (2)
+      auto u = core::call(*branches[i]->as<detail::SeqImpl>(), x);
+      auto pooled = torch::adaptive_avg_pool2d(u, {1, 1}).flatten(1);  // Eq. (1)
+      torch::Tensor w = options.reduction() == 1 ? core::call(*fcs[i]->as<torch::nn::LinearImpl>(), pooled)
+                                                 : core::call(*fcs[i]->as<torch::nn::SequentialImpl>(), pooled);  // Eq. (2)
       us.push_back(std::move(u));
       ws.push_back(std::move(w));
     }
@@ -114,12 +116,15 @@ class DualSelectiveImpl : public torch::nn::Cloneable<DualSelectiveImpl> {
     w = options.gate() == "softmax" ? w.softmax(1) : torch::sigmoid(w);
     torch::Tensor s;
     for (size_t i = 0; i < us.size(); ++i) {
-      auto weighted = us[i] * w.select(1, static_cast<int64_t>(i)).view({n, c, 1, 1});
+      // A free batch (-1): traced and exported programs run at any batch size.
+      auto weighted = us[i] * w.select(1, static_cast<int64_t>(i)).view({-1, c, 1, 1});
       s = s.defined() ? s + weighted : weighted;
     }
-    auto y = fuse->forward(s);
+    auto y = core::call(fuse, s);
     return options.residual() ? x + y : y;
   }
+
+  std::vector<std::string> walked_children() const override { return {"branches", "fcs"}; }
 
   DualSelectiveOptions options;
   torch::nn::ModuleList branches{nullptr}, fcs{nullptr};

@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "osteonet/core/call.hpp"
 #include "osteonet/core/error.hpp"
 
 namespace osteonet::attention {
@@ -36,7 +37,8 @@ inline int64_t eca_kernel_size(int64_t channels, double gamma = 2.0, double beta
 }
 
 /// x * sigmoid(conv1d(avgpool(x))) with a bias-free 1-D convolution named `conv`.
-class EfficientChannelImpl : public torch::nn::Cloneable<EfficientChannelImpl> {
+class EfficientChannelImpl : public torch::nn::Cloneable<EfficientChannelImpl>,
+                             public core::TensorInvocable<EfficientChannelImpl> {
  public:
   explicit EfficientChannelImpl(EfficientChannelOptions options) : options(std::move(options)) { reset(); }
 
@@ -52,8 +54,10 @@ class EfficientChannelImpl : public torch::nn::Cloneable<EfficientChannelImpl> {
   }
 
   torch::Tensor forward(const torch::Tensor& x) {
-    auto y = x.mean({2, 3}).unsqueeze(1);                  // N x 1 x C
-    y = torch::sigmoid(conv(y)).view({x.size(0), x.size(1), 1, 1});
+    // Reshapes keep the batch free (-1), so a traced or exported program runs at any batch size.
+    const int64_t c = x.size(1);
+    auto y = torch::adaptive_avg_pool2d(x, {1, 1}).view({-1, 1, c});       // N x 1 x C
+    y = torch::sigmoid(core::call(conv, y)).view({-1, c, 1, 1});            // N x C x 1 x 1
     return x * y;
   }
 

@@ -7,6 +7,7 @@
 
 #include <vector>
 
+#include "osteonet/core/call.hpp"
 #include "osteonet/core/error.hpp"
 #include "osteonet/detail/layers.hpp"
 
@@ -38,7 +39,8 @@ struct SelectiveKernelOptions {
 
 /// paths.i = conv3×3(dilation_i) + BN + ReLU; U = Σ paths; z = ReLU(BN(fc_reduce(GAP(U))));
 /// a = softmax over paths of fc_select(z); out = Σ a_i ⊙ path_i (timm's layout and names).
-class SelectiveKernelImpl : public torch::nn::Cloneable<SelectiveKernelImpl> {
+class SelectiveKernelImpl : public torch::nn::Cloneable<SelectiveKernelImpl>,
+                            public core::TensorInvocable<SelectiveKernelImpl> {
  public:
   explicit SelectiveKernelImpl(SelectiveKernelOptions options) : options(std::move(options)) { reset(); }
 
@@ -65,15 +67,25 @@ class SelectiveKernelImpl : public torch::nn::Cloneable<SelectiveKernelImpl> {
   }
 
   torch::Tensor forward(const torch::Tensor& x) {
+    // Four-dimensional maps throughout and reshapes with a free batch (-1): a traced or exported
+    // program runs at any batch size and in ONNX runtimes without 5-D support.
     std::vector<torch::Tensor> outs;
     outs.reserve(paths->size());
-    for (const auto& p : *paths) outs.push_back(p->as<detail::Seq>()->forward(x));
-    auto feats = torch::stack(outs, 1);                                      // N M C H W
-    auto s = feats.sum(1).mean({2, 3}, /*keepdim=*/true);                   // N C 1 1
-    auto a = fc_select(torch::relu(bn(fc_reduce(s))));                      // N (M C) 1 1
-    a = a.view({x.size(0), static_cast<int64_t>(outs.size()), out_channels, 1, 1}).softmax(1);
-    return (feats * a).sum(1);
+    for (const auto& p : *paths) outs.push_back(core::call(*p->as<detail::SeqImpl>(), x));
+    auto u = outs[0];
+    for (size_t i = 1; i < outs.size(); ++i) u = u + outs[i];                  // N C H W
+    auto s = torch::adaptive_avg_pool2d(u, {1, 1});                            // N C 1 1
+    auto a = core::call(fc_select, torch::relu(core::call(bn, core::call(fc_reduce, s))));  // N (M C) 1 1
+    a = a.view({-1, static_cast<int64_t>(outs.size()), out_channels}).softmax(1);          // N M C
+    torch::Tensor out;
+    for (size_t i = 0; i < outs.size(); ++i) {
+      auto term = outs[i] * a.select(1, static_cast<int64_t>(i)).view({-1, out_channels, 1, 1});
+      out = out.defined() ? out + term : term;
+    }
+    return out;
   }
+
+  std::vector<std::string> walked_children() const override { return {"paths"}; }
 
   SelectiveKernelOptions options;
   int64_t out_channels = 0;

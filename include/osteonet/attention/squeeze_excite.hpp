@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "osteonet/core/call.hpp"
 #include "osteonet/core/error.hpp"
 
 namespace osteonet::attention {
@@ -30,7 +31,8 @@ struct SqueezeExciteOptions {
 };
 
 /// x * sigmoid(fc2(relu(fc1(avgpool(x))))), the FCs as 1×1 convolutions with bias (fc1, fc2).
-class SqueezeExciteImpl : public torch::nn::Cloneable<SqueezeExciteImpl> {
+class SqueezeExciteImpl : public torch::nn::Cloneable<SqueezeExciteImpl>,
+                          public core::TensorInvocable<SqueezeExciteImpl> {
  public:
   explicit SqueezeExciteImpl(SqueezeExciteOptions options) : options(std::move(options)) { reset(); }
 
@@ -48,8 +50,8 @@ class SqueezeExciteImpl : public torch::nn::Cloneable<SqueezeExciteImpl> {
   }
 
   torch::Tensor forward(const torch::Tensor& x) {
-    auto s = x.mean({2, 3}, /*keepdim=*/true);
-    s = fc2(torch::relu(fc1(s)));
+    auto s = torch::adaptive_avg_pool2d(x, {1, 1});  // as torchvision (exports as GlobalAveragePool)
+    s = core::call(fc2, torch::relu(core::call(fc1, s)));
     s = hard_gate_ ? torch::hardsigmoid(s) : torch::sigmoid(s);
     return x * s;
   }

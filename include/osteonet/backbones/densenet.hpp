@@ -14,7 +14,7 @@
 namespace osteonet::backbones {
 
 /// BN-ReLU-1×1 (bn_size · growth) then BN-ReLU-3×3 (growth): norm1 relu1 conv1 norm2 relu2 conv2.
-class DenseLayerImpl : public torch::nn::Cloneable<DenseLayerImpl> {
+class DenseLayerImpl : public torch::nn::Cloneable<DenseLayerImpl>, public core::TensorInvocable<DenseLayerImpl> {
  public:
   DenseLayerImpl(int64_t in, int64_t growth, int64_t bn_size, double drop_rate)
       : in_(in), growth_(growth), bn_size_(bn_size), drop_rate_(drop_rate) {
@@ -29,7 +29,8 @@ class DenseLayerImpl : public torch::nn::Cloneable<DenseLayerImpl> {
     conv2 = register_module("conv2", detail::conv2d(bn_size_ * growth_, growth_, 3));
   }
   torch::Tensor forward(const torch::Tensor& concatenated) {
-    auto y = conv2(relu2(norm2(conv1(relu1(norm1(concatenated))))));
+    using core::call;
+    auto y = call(conv2, call(relu2, call(norm2, call(conv1, call(relu1, call(norm1, concatenated))))));
     if (drop_rate_ > 0) y = torch::dropout(y, drop_rate_, is_training());
     return y;
   }
@@ -44,7 +45,7 @@ class DenseLayerImpl : public torch::nn::Cloneable<DenseLayerImpl> {
 TORCH_MODULE(DenseLayer);
 
 /// denselayer1..N, each fed the concatenation of the block input and all earlier outputs.
-class DenseBlockImpl : public torch::nn::Cloneable<DenseBlockImpl> {
+class DenseBlockImpl : public torch::nn::Cloneable<DenseBlockImpl>, public core::TensorInvocable<DenseBlockImpl> {
  public:
   DenseBlockImpl(int64_t num_layers, int64_t in, int64_t growth, int64_t bn_size, double drop_rate)
       : n_(num_layers), in_(in), growth_(growth), bn_size_(bn_size), drop_rate_(drop_rate) {
@@ -59,7 +60,7 @@ class DenseBlockImpl : public torch::nn::Cloneable<DenseBlockImpl> {
   torch::Tensor forward(const torch::Tensor& x) {
     std::vector<torch::Tensor> feats{x};
     feats.reserve(layers.size() + 1);
-    for (auto& l : layers) feats.push_back(l->forward(torch::cat(feats, 1)));
+    for (auto& l : layers) feats.push_back(core::call(l, torch::cat(feats, 1)));
     return torch::cat(feats, 1);
   }
   std::vector<DenseLayer> layers;
@@ -121,7 +122,9 @@ class DenseNetImpl : public Backbone<DenseNetImpl> {
     features->push_back("norm5", detail::batch_norm(c));
     feature_info_.push_back({"norm5", c, stride});
     probe_ = features[0]->as<torch::nn::Conv2d>()->weight;
+    set_stem_path("features.conv0");
     register_stage_attention(options.attention(), init, c);
+    classifier = torch::nn::Linear(nullptr);
     if (num_classes_ > 0) classifier = register_module("classifier", torch::nn::Linear(c, num_classes_));
     // torchvision: Kaiming-normal (fan_in) convolutions, unit/zero norms, zero linear bias.
     torch::NoGradGuard no_grad;
@@ -138,18 +141,38 @@ class DenseNetImpl : public Backbone<DenseNetImpl> {
     finish_init();
   }
 
-  torch::Tensor forward(torch::Tensor x) override {
+  /// ReLU(norm5) (+ attn_last): the map torchvision's forward pools.
+  torch::Tensor forward_features(torch::Tensor x) override {
     check_input(x);
-    x = torch::adaptive_avg_pool2d(run_features(x, nullptr), {1, 1}).flatten(1);
-    return classifier ? classifier->forward(x) : x;
+    return run_features(x, nullptr);
   }
 
-  std::vector<torch::Tensor> forward_features(torch::Tensor x) override {
+  torch::Tensor forward_head(torch::Tensor x, bool pre_logits = false) override {
+    x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
+    return pre_logits || !classifier ? x : core::call(classifier, x);
+  }
+
+  std::vector<torch::Tensor> forward_intermediates(torch::Tensor x) override {
     check_input(x);
     std::vector<torch::Tensor> taps;
     taps.push_back(run_features(x, &taps));
     return taps;
   }
+
+  void reset_classifier(int64_t num_classes) override {  // PyTorch's init, zero bias: torchvision's construction
+    const int64_t c = feature_info_.back().channels;
+    replace_head(classifier, "classifier", num_classes, [c](int64_t n) { return torch::nn::Linear(c, n); }, 0.0,
+                 /*zero_bias=*/true);
+  }
+
+  std::string head_path() const override { return classifier ? "classifier" : ""; }
+
+  /// With stage attention, `features` does not run as one call (see VGGImpl::opaque_children).
+  std::vector<std::string> opaque_children() const override {
+    if (attn_stem_ || attn_last_) return {"features"};
+    return {};
+  }
+  std::vector<std::string> walked_children() const override { return {"features"}; }
 
   DenseNetOptions options;
   torch::nn::Sequential features{nullptr};
@@ -167,10 +190,15 @@ class DenseNetImpl : public Backbone<DenseNetImpl> {
 
   // Runs `features` then the final ReLU, with the stage attention; collects the intermediate taps.
   torch::Tensor run_features(torch::Tensor x, std::vector<torch::Tensor>* taps) {
+    bool python = false;
+    if (!taps && !attn_stem_ && !attn_last_) {
+      x = core::call(features, x, &python);
+      return last_attention(python ? torch::relu(x) : x.relu_());
+    }
     size_t next_tap = 0;
     int64_t i = 0;
     for (auto& m : *features) {
-      x = m.forward(x);
+      x = core::call(m, x, &python);
       if (i == 3) x = stem_attention(x);  // after pool0
       if (taps && next_tap < tap_index_.size() && i == tap_index_[next_tap]) {
         taps->push_back(x);
@@ -178,7 +206,8 @@ class DenseNetImpl : public Backbone<DenseNetImpl> {
       }
       ++i;
     }
-    return last_attention(x.relu_());  // in place, as torchvision (x is norm5's output, not a tap)
+    // In place, as torchvision (x is norm5's output, not a tap), unless a hook may hold it.
+    return last_attention(python ? torch::relu(x) : x.relu_());
   }
 
   std::vector<int64_t> tap_index_;

@@ -69,36 +69,59 @@ class DxaCnnImpl : public Backbone<DxaCnnImpl> {
       feature_info_.push_back({"features." + std::to_string(tap_index_.back()), c, stride});
     }
     probe_ = features[0]->as<torch::nn::Conv2d>()->weight;
+    set_stem_path("features.0");
     register_stage_attention(options.attention(), w.front(), c);
-    if (num_classes_ > 0)
-      classifier = register_module("classifier", torch::nn::Sequential(torch::nn::Dropout(options.dropout()),
-                                                                       torch::nn::Linear(c, num_classes_)));
+    classifier = torch::nn::Sequential(nullptr);
+    if (num_classes_ > 0) classifier = register_module("classifier", make_classifier(num_classes_));
     detail::init_kaiming_fan_out(*this, /*linear_std=*/0.01);
     finish_init();
   }
 
-  torch::Tensor forward(torch::Tensor x) override {
+  torch::Tensor forward_features(torch::Tensor x) override {
     check_input(x);
-    x = torch::adaptive_avg_pool2d(run_features(x, nullptr), {1, 1}).flatten(1);
-    return classifier ? classifier->forward(x) : x;
+    return run_features(x, nullptr);
   }
 
-  std::vector<torch::Tensor> forward_features(torch::Tensor x) override {
+  torch::Tensor forward_head(torch::Tensor x, bool pre_logits = false) override {
+    x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
+    return pre_logits || !classifier ? x : core::call(classifier, x);
+  }
+
+  std::vector<torch::Tensor> forward_intermediates(torch::Tensor x) override {
     check_input(x);
     std::vector<torch::Tensor> taps;
     run_features(x, &taps);
     return taps;
   }
 
+  void reset_classifier(int64_t num_classes) override {  // N(0, 0.01), as at construction
+    replace_head(classifier, "classifier", num_classes, [this](int64_t n) { return make_classifier(n); }, 0.01);
+  }
+
+  std::string head_path() const override { return classifier ? "classifier.1" : ""; }
+
+  /// With stage attention, `features` does not run as one call (see VGGImpl::opaque_children).
+  std::vector<std::string> opaque_children() const override {
+    if (attn_stem_ || attn_last_) return {"features"};
+    return {};
+  }
+  std::vector<std::string> walked_children() const override { return {"features"}; }
+
   DxaCnnOptions options;
   torch::nn::Sequential features{nullptr}, classifier{nullptr};
 
  private:
+  torch::nn::Sequential make_classifier(int64_t num_classes) const {
+    return torch::nn::Sequential(torch::nn::Dropout(options.dropout()),
+                                 torch::nn::Linear(feature_info_.back().channels, num_classes));
+  }
+
   torch::Tensor run_features(torch::Tensor x, std::vector<torch::Tensor>* taps) {
+    if (!taps && !attn_stem_ && !attn_last_) return core::call(features, x);
     size_t next_tap = 0;
     int64_t i = 0;
     for (auto& m : *features) {
-      x = m.forward(x);
+      x = core::call(m, x);
       if (next_tap < tap_index_.size() && i == tap_index_[next_tap]) {
         if (next_tap == 0) x = stem_attention(x);
         if (next_tap + 1 == tap_index_.size()) x = last_attention(x);

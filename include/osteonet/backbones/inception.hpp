@@ -14,7 +14,7 @@
 namespace osteonet::backbones {
 
 /// conv (no bias) + BN(eps 1e-3) + ReLU, named conv and bn.
-class BasicConv2dImpl : public torch::nn::Cloneable<BasicConv2dImpl> {
+class BasicConv2dImpl : public torch::nn::Cloneable<BasicConv2dImpl>, public core::TensorInvocable<BasicConv2dImpl> {
  public:
   BasicConv2dImpl(int64_t in, int64_t out, std::array<int64_t, 2> k, int64_t stride = 1,
                   std::array<int64_t, 2> pad = {0, 0})
@@ -27,7 +27,11 @@ class BasicConv2dImpl : public torch::nn::Cloneable<BasicConv2dImpl> {
     conv = register_module("conv", detail::conv2d_hw(in_, out_, k_, pad_, stride_));
     bn = register_module("bn", detail::batch_norm(out_, 1e-3));
   }
-  torch::Tensor forward(const torch::Tensor& x) { return bn(conv(x)).relu_(); }
+  torch::Tensor forward(const torch::Tensor& x) {
+    bool python = false;
+    auto y = core::call(bn, core::call(conv, x), &python);
+    return python ? torch::relu(y) : y.relu_();  // in place unless a hook may hold the norm's output
+  }
   torch::nn::Conv2d conv{nullptr};
   torch::nn::BatchNorm2d bn{nullptr};
 
@@ -47,7 +51,7 @@ inline torch::Tensor max3s2(const torch::Tensor& x) { return torch::max_pool2d(x
 /// Registers a BasicConv2d under `name` (Inception blocks have many).
 #define OSTEONET_BASIC_CONV(name, ...) name = register_module(#name, BasicConv2d(__VA_ARGS__))
 
-class InceptionAImpl : public torch::nn::Cloneable<InceptionAImpl> {
+class InceptionAImpl : public torch::nn::Cloneable<InceptionAImpl>, public core::TensorInvocable<InceptionAImpl> {
  public:
   InceptionAImpl(int64_t in, int64_t pool_features) : in_(in), pool_(pool_features) { reset(); }
   void reset() override {
@@ -60,8 +64,8 @@ class InceptionAImpl : public torch::nn::Cloneable<InceptionAImpl> {
     OSTEONET_BASIC_CONV(branch_pool, in_, pool_, 1);
   }
   torch::Tensor forward(const torch::Tensor& x) {
-    return torch::cat({branch1x1(x), branch5x5_2(branch5x5_1(x)), branch3x3dbl_3(branch3x3dbl_2(branch3x3dbl_1(x))),
-                       branch_pool(detail_inception::avg3(x))},
+    return torch::cat({core::call(branch1x1, x), core::call(branch5x5_2, core::call(branch5x5_1, x)), core::call(branch3x3dbl_3, core::call(branch3x3dbl_2, core::call(branch3x3dbl_1, x))),
+                       core::call(branch_pool, detail_inception::avg3(x))},
                       1);
   }
   BasicConv2d branch1x1{nullptr}, branch5x5_1{nullptr}, branch5x5_2{nullptr}, branch3x3dbl_1{nullptr},
@@ -72,7 +76,7 @@ class InceptionAImpl : public torch::nn::Cloneable<InceptionAImpl> {
 };
 TORCH_MODULE(InceptionA);
 
-class InceptionBImpl : public torch::nn::Cloneable<InceptionBImpl> {
+class InceptionBImpl : public torch::nn::Cloneable<InceptionBImpl>, public core::TensorInvocable<InceptionBImpl> {
  public:
   explicit InceptionBImpl(int64_t in) : in_(in) { reset(); }
   void reset() override {
@@ -82,7 +86,7 @@ class InceptionBImpl : public torch::nn::Cloneable<InceptionBImpl> {
     OSTEONET_BASIC_CONV(branch3x3dbl_3, 96, 96, 3, 2);
   }
   torch::Tensor forward(const torch::Tensor& x) {
-    return torch::cat({branch3x3(x), branch3x3dbl_3(branch3x3dbl_2(branch3x3dbl_1(x))), detail_inception::max3s2(x)}, 1);
+    return torch::cat({core::call(branch3x3, x), core::call(branch3x3dbl_3, core::call(branch3x3dbl_2, core::call(branch3x3dbl_1, x))), detail_inception::max3s2(x)}, 1);
   }
   BasicConv2d branch3x3{nullptr}, branch3x3dbl_1{nullptr}, branch3x3dbl_2{nullptr}, branch3x3dbl_3{nullptr};
 
@@ -91,7 +95,7 @@ class InceptionBImpl : public torch::nn::Cloneable<InceptionBImpl> {
 };
 TORCH_MODULE(InceptionB);
 
-class InceptionCImpl : public torch::nn::Cloneable<InceptionCImpl> {
+class InceptionCImpl : public torch::nn::Cloneable<InceptionCImpl>, public core::TensorInvocable<InceptionCImpl> {
  public:
   InceptionCImpl(int64_t in, int64_t c7) : in_(in), c7_(c7) { reset(); }
   void reset() override {
@@ -108,9 +112,9 @@ class InceptionCImpl : public torch::nn::Cloneable<InceptionCImpl> {
     OSTEONET_BASIC_CONV(branch_pool, in_, 192, 1);
   }
   torch::Tensor forward(const torch::Tensor& x) {
-    auto b7 = branch7x7_3(branch7x7_2(branch7x7_1(x)));
-    auto b7d = branch7x7dbl_5(branch7x7dbl_4(branch7x7dbl_3(branch7x7dbl_2(branch7x7dbl_1(x)))));
-    return torch::cat({branch1x1(x), b7, b7d, branch_pool(detail_inception::avg3(x))}, 1);
+    auto b7 = core::call(branch7x7_3, core::call(branch7x7_2, core::call(branch7x7_1, x)));
+    auto b7d = core::call(branch7x7dbl_5, core::call(branch7x7dbl_4, core::call(branch7x7dbl_3, core::call(branch7x7dbl_2, core::call(branch7x7dbl_1, x)))));
+    return torch::cat({core::call(branch1x1, x), b7, b7d, core::call(branch_pool, detail_inception::avg3(x))}, 1);
   }
   BasicConv2d branch1x1{nullptr}, branch7x7_1{nullptr}, branch7x7_2{nullptr}, branch7x7_3{nullptr},
       branch7x7dbl_1{nullptr}, branch7x7dbl_2{nullptr}, branch7x7dbl_3{nullptr}, branch7x7dbl_4{nullptr},
@@ -121,7 +125,7 @@ class InceptionCImpl : public torch::nn::Cloneable<InceptionCImpl> {
 };
 TORCH_MODULE(InceptionC);
 
-class InceptionDImpl : public torch::nn::Cloneable<InceptionDImpl> {
+class InceptionDImpl : public torch::nn::Cloneable<InceptionDImpl>, public core::TensorInvocable<InceptionDImpl> {
  public:
   explicit InceptionDImpl(int64_t in) : in_(in) { reset(); }
   void reset() override {
@@ -133,7 +137,7 @@ class InceptionDImpl : public torch::nn::Cloneable<InceptionDImpl> {
     OSTEONET_BASIC_CONV(branch7x7x3_4, 192, 192, 3, 2);
   }
   torch::Tensor forward(const torch::Tensor& x) {
-    return torch::cat({branch3x3_2(branch3x3_1(x)), branch7x7x3_4(branch7x7x3_3(branch7x7x3_2(branch7x7x3_1(x)))),
+    return torch::cat({core::call(branch3x3_2, core::call(branch3x3_1, x)), core::call(branch7x7x3_4, core::call(branch7x7x3_3, core::call(branch7x7x3_2, core::call(branch7x7x3_1, x)))),
                        detail_inception::max3s2(x)},
                       1);
   }
@@ -145,7 +149,7 @@ class InceptionDImpl : public torch::nn::Cloneable<InceptionDImpl> {
 };
 TORCH_MODULE(InceptionD);
 
-class InceptionEImpl : public torch::nn::Cloneable<InceptionEImpl> {
+class InceptionEImpl : public torch::nn::Cloneable<InceptionEImpl>, public core::TensorInvocable<InceptionEImpl> {
  public:
   explicit InceptionEImpl(int64_t in) : in_(in) { reset(); }
   void reset() override {
@@ -161,11 +165,11 @@ class InceptionEImpl : public torch::nn::Cloneable<InceptionEImpl> {
     OSTEONET_BASIC_CONV(branch_pool, in_, 192, 1);
   }
   torch::Tensor forward(const torch::Tensor& x) {
-    auto b3 = branch3x3_1(x);
-    auto b3d = branch3x3dbl_2(branch3x3dbl_1(x));
-    return torch::cat({branch1x1(x), torch::cat({branch3x3_2a(b3), branch3x3_2b(b3)}, 1),
-                       torch::cat({branch3x3dbl_3a(b3d), branch3x3dbl_3b(b3d)}, 1),
-                       branch_pool(detail_inception::avg3(x))},
+    auto b3 = core::call(branch3x3_1, x);
+    auto b3d = core::call(branch3x3dbl_2, core::call(branch3x3dbl_1, x));
+    return torch::cat({core::call(branch1x1, x), torch::cat({core::call(branch3x3_2a, b3), core::call(branch3x3_2b, b3)}, 1),
+                       torch::cat({core::call(branch3x3dbl_3a, b3d), core::call(branch3x3dbl_3b, b3d)}, 1),
+                       core::call(branch_pool, detail_inception::avg3(x))},
                       1);
   }
   BasicConv2d branch1x1{nullptr}, branch3x3_1{nullptr}, branch3x3_2a{nullptr}, branch3x3_2b{nullptr},
@@ -177,7 +181,7 @@ class InceptionEImpl : public torch::nn::Cloneable<InceptionEImpl> {
 };
 TORCH_MODULE(InceptionE);
 
-class InceptionAuxImpl : public torch::nn::Cloneable<InceptionAuxImpl> {
+class InceptionAuxImpl : public torch::nn::Cloneable<InceptionAuxImpl>, public core::TensorInvocable<InceptionAuxImpl> {
  public:
   InceptionAuxImpl(int64_t in, int64_t num_classes) : in_(in), num_classes_(num_classes) { reset(); }
   void reset() override {
@@ -186,8 +190,8 @@ class InceptionAuxImpl : public torch::nn::Cloneable<InceptionAuxImpl> {
     fc = register_module("fc", torch::nn::Linear(768, num_classes_));
   }
   torch::Tensor forward(const torch::Tensor& x) {
-    auto y = conv1(conv0(torch::avg_pool2d(x, 5, 3)));
-    return fc(torch::adaptive_avg_pool2d(y, {1, 1}).flatten(1));
+    auto y = core::call(conv1, core::call(conv0, torch::avg_pool2d(x, 5, 3)));
+    return core::call(fc, torch::adaptive_avg_pool2d(y, {1, 1}).flatten(1));
   }
   BasicConv2d conv0{nullptr}, conv1{nullptr};
   torch::nn::Linear fc{nullptr};
@@ -248,6 +252,7 @@ class InceptionV3Impl : public Backbone<InceptionV3Impl> {
     Mixed_7b = register_module("Mixed_7b", InceptionE(1280));
     Mixed_7c = register_module("Mixed_7c", InceptionE(2048));
     probe_ = Conv2d_1a_3x3->conv->weight;
+    set_stem_path("Conv2d_1a_3x3.conv");
     register_stage_attention(options.attention(), 64, 2048);
     if (num_classes_ > 0) fc = register_module("fc", torch::nn::Linear(2048, num_classes_));
     feature_info_ = {{"Conv2d_2b_3x3", 64, 2}, {"Conv2d_4a_3x3", 192, 4}, {"Mixed_5d", 288, 8},
@@ -268,7 +273,13 @@ class InceptionV3Impl : public Backbone<InceptionV3Impl> {
     finish_init();
   }
 
-  torch::Tensor forward(torch::Tensor x) override { return classify(body(x, nullptr, nullptr)); }
+  torch::Tensor forward_features(torch::Tensor x) override { return body(x, nullptr, nullptr); }
+
+  torch::Tensor forward_head(torch::Tensor x, bool pre_logits = false) override {
+    auto y = torch::adaptive_avg_pool2d(x, {1, 1});
+    y = torch::dropout(y, options.dropout(), is_training()).flatten(1);
+    return pre_logits || !fc ? y : core::call(fc, y);
+  }
 
   /// {logits, aux_logits} in training mode with the auxiliary head; {logits} otherwise.
   std::vector<torch::Tensor> forward_heads(torch::Tensor x) override {
@@ -277,15 +288,33 @@ class InceptionV3Impl : public Backbone<InceptionV3Impl> {
     OSTEONET_CHECK(!with_aux || (x.dim() == 4 && x.size(2) >= 299 && x.size(3) >= 299), model_name_,
                    ": the auxiliary head needs height and width >= 299 in training, got ", x.sizes(),
                    " (build with aux_logits=false for smaller inputs)");
-    auto y = classify(body(x, nullptr, with_aux ? &aux : nullptr));
+    auto y = forward_head(body(x, nullptr, with_aux ? &aux : nullptr));
     if (aux.defined()) return {y, aux};
     return {y};
   }
 
-  std::vector<torch::Tensor> forward_features(torch::Tensor x) override {
+  std::vector<torch::Tensor> forward_intermediates(torch::Tensor x) override {
     std::vector<torch::Tensor> taps;
     taps.push_back(body(x, &taps, nullptr));
     return taps;
+  }
+
+  std::string head_path() const override { return fc ? "fc" : ""; }
+
+  /// A new `fc` (and AuxLogits.fc, when the auxiliary head exists; num_classes 0 removes both).
+  void reset_classifier(int64_t num_classes) override {
+    set_num_classes(num_classes);
+    if (fc) unregister_module("fc");
+    fc = torch::nn::Linear(nullptr);
+    if (AuxLogits) {
+      if (num_classes > 0) {
+        AuxLogits->fc = AuxLogits->replace_module("fc", torch::nn::Linear(768, num_classes));
+      } else {
+        unregister_module("AuxLogits");
+        AuxLogits = InceptionAux(nullptr);
+      }
+    }
+    if (num_classes > 0) fc = register_module("fc", torch::nn::Linear(2048, num_classes));
   }
 
   InceptionV3Options options;
@@ -314,23 +343,17 @@ class InceptionV3Impl : public Backbone<InceptionV3Impl> {
     auto tap = [&](const torch::Tensor& t) {
       if (taps) taps->push_back(t);
     };
-    x = Conv2d_2b_3x3(Conv2d_2a_3x3(Conv2d_1a_3x3(transform(x))));
+    x = core::call(Conv2d_2b_3x3, core::call(Conv2d_2a_3x3, core::call(Conv2d_1a_3x3, transform(x))));
     tap(x);
     x = stem_attention(torch::max_pool2d(x, 3, 2));
-    x = Conv2d_4a_3x3(Conv2d_3b_1x1(x));
+    x = core::call(Conv2d_4a_3x3, core::call(Conv2d_3b_1x1, x));
     tap(x);
-    x = Mixed_5d(Mixed_5c(Mixed_5b(torch::max_pool2d(x, 3, 2))));
+    x = core::call(Mixed_5d, core::call(Mixed_5c, core::call(Mixed_5b, torch::max_pool2d(x, 3, 2))));
     tap(x);
-    x = Mixed_6e(Mixed_6d(Mixed_6c(Mixed_6b(Mixed_6a(x)))));
+    x = core::call(Mixed_6e, core::call(Mixed_6d, core::call(Mixed_6c, core::call(Mixed_6b, core::call(Mixed_6a, x)))));
     tap(x);
-    if (aux) *aux = AuxLogits(x);
-    return last_attention(Mixed_7c(Mixed_7b(Mixed_7a(x))));
-  }
-
-  torch::Tensor classify(const torch::Tensor& x) {
-    auto y = torch::adaptive_avg_pool2d(x, {1, 1});
-    y = torch::dropout(y, options.dropout(), is_training()).flatten(1);
-    return fc ? fc->forward(y) : y;
+    if (aux) *aux = core::call(AuxLogits, x);
+    return last_attention(core::call(Mixed_7c, core::call(Mixed_7b, core::call(Mixed_7a, x))));
   }
 };
 TORCH_MODULE(InceptionV3);

@@ -20,7 +20,8 @@
 namespace osteonet::backbones {
 
 /// MobileNetV2's inverted residual: `conv` = [expand 1×1] + depthwise 3×3 + linear 1×1 + BN.
-class InvertedResidualV2Impl : public torch::nn::Cloneable<InvertedResidualV2Impl> {
+class InvertedResidualV2Impl : public torch::nn::Cloneable<InvertedResidualV2Impl>,
+                               public core::TensorInvocable<InvertedResidualV2Impl> {
  public:
   InvertedResidualV2Impl(int64_t inp, int64_t oup, int64_t stride, int64_t expand_ratio)
       : inp_(inp), oup_(oup), stride_(stride), expand_(expand_ratio) {
@@ -36,7 +37,7 @@ class InvertedResidualV2Impl : public torch::nn::Cloneable<InvertedResidualV2Imp
     conv->push_back(detail::batch_norm(oup_));
     register_module("conv", conv);
   }
-  torch::Tensor forward(const torch::Tensor& x) { return use_res_ ? x + conv->forward(x) : conv->forward(x); }
+  torch::Tensor forward(const torch::Tensor& x) { return use_res_ ? x + core::call(conv, x) : core::call(conv, x); }
 
   detail::Seq conv{nullptr};
 
@@ -54,7 +55,8 @@ struct MobileNetV3BlockConfig {
   int64_t stride;
 };
 
-class InvertedResidualV3Impl : public torch::nn::Cloneable<InvertedResidualV3Impl> {
+class InvertedResidualV3Impl : public torch::nn::Cloneable<InvertedResidualV3Impl>,
+                               public core::TensorInvocable<InvertedResidualV3Impl> {
  public:
   explicit InvertedResidualV3Impl(MobileNetV3BlockConfig cfg) : cfg_(cfg) { reset(); }
   void reset() override {
@@ -74,7 +76,7 @@ class InvertedResidualV3Impl : public torch::nn::Cloneable<InvertedResidualV3Imp
     block->push_back(detail::conv_norm_act(cfg_.expanded, cfg_.out, 1, 1, 1, "", eps, momentum));
     register_module("block", block);
   }
-  torch::Tensor forward(const torch::Tensor& x) { return use_res_ ? x + block->forward(x) : block->forward(x); }
+  torch::Tensor forward(const torch::Tensor& x) { return use_res_ ? x + core::call(block, x) : core::call(block, x); }
 
   detail::Seq block{nullptr};
 
@@ -119,45 +121,68 @@ class MobileNetImpl : public Backbone<MobileNetImpl> {
       last = build_v3_large();
     }
     probe_ = features[0]->as<detail::Seq>()->ptr(0)->as<torch::nn::Conv2d>()->weight;
+    set_stem_path("features.0.0");
+    last_channels_ = last;
     register_stage_attention(options.attention(), feature_info_.front().channels, feature_info_.back().channels);
-    if (num_classes_ > 0) {
-      if (version_ == Version::kV2) {
-        classifier = register_module("classifier", torch::nn::Sequential(torch::nn::Dropout(options.dropout()),
-                                                                         torch::nn::Linear(last, num_classes_)));
-      } else {
-        classifier = register_module(
-            "classifier", torch::nn::Sequential(torch::nn::Linear(last, 1280), detail::Hardswish(),
-                                                torch::nn::Dropout(options.dropout()), torch::nn::Linear(1280, num_classes_)));
-      }
-    }
+    avgpool = register_module("avgpool", torch::nn::AdaptiveAvgPool2d(torch::nn::AdaptiveAvgPool2dOptions(1)));
+    classifier = torch::nn::Sequential(nullptr);
+    if (num_classes_ > 0) classifier = register_module("classifier", make_classifier(num_classes_));
     detail::init_kaiming_fan_out(*this, /*linear_std=*/0.01);
     finish_init();
   }
 
-  torch::Tensor forward(torch::Tensor x) override {
+  torch::Tensor forward_features(torch::Tensor x) override {
     check_input(x);
-    x = run_features(x, nullptr);
-    x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
-    return classifier ? classifier->forward(x) : x;
+    return run_features(x, nullptr);
   }
 
-  std::vector<torch::Tensor> forward_features(torch::Tensor x) override {
+  torch::Tensor forward_head(torch::Tensor x, bool pre_logits = false) override {
+    x = core::call(avgpool, x).flatten(1);
+    return pre_logits || !classifier ? x : core::call(classifier, x);
+  }
+
+  std::vector<torch::Tensor> forward_intermediates(torch::Tensor x) override {
     check_input(x);
     std::vector<torch::Tensor> taps;
     run_features(x, &taps);
     return taps;
   }
 
+  void reset_classifier(int64_t num_classes) override {  // torchvision's N(0, 0.01) linears, as at construction
+    replace_head(classifier, "classifier", num_classes, [this](int64_t n) { return make_classifier(n); }, 0.01);
+  }
+
+  std::string head_path() const override {
+    if (!classifier) return "";
+    return version_ == Version::kV2 ? "classifier.1" : "classifier.3";
+  }
+
+  /// With stage attention, `features` does not run as one call (see VGGImpl::opaque_children).
+  std::vector<std::string> opaque_children() const override {
+    if (attn_stem_ || attn_last_) return {"features"};
+    return {};
+  }
+  std::vector<std::string> walked_children() const override { return {"features"}; }
+
   MobileNetOptions options;
   torch::nn::Sequential features{nullptr}, classifier{nullptr};
+  torch::nn::AdaptiveAvgPool2d avgpool{nullptr};
 
  private:
+  torch::nn::Sequential make_classifier(int64_t num_classes) const {
+    if (version_ == Version::kV2)
+      return torch::nn::Sequential(torch::nn::Dropout(options.dropout()), torch::nn::Linear(last_channels_, num_classes));
+    return torch::nn::Sequential(torch::nn::Linear(last_channels_, 1280), detail::Hardswish(),
+                                 torch::nn::Dropout(options.dropout()), torch::nn::Linear(1280, num_classes));
+  }
+
   torch::Tensor run_features(torch::Tensor x, std::vector<torch::Tensor>* taps) {
+    if (!taps && !attn_stem_ && !attn_last_) return core::call(features, x);
     const int64_t last = static_cast<int64_t>(features->size()) - 1;
     size_t next_tap = 0;
     int64_t i = 0;
     for (auto& m : *features) {
-      x = m.forward(x);
+      x = core::call(m, x);
       if (i == tap_index_.front()) x = stem_attention(x);
       if (i == last) x = last_attention(x);
       if (next_tap < tap_index_.size() && i == tap_index_[next_tap]) {
@@ -230,6 +255,7 @@ class MobileNetImpl : public Backbone<MobileNetImpl> {
 
   Version version_;
   std::vector<int64_t> tap_index_;
+  int64_t last_channels_ = 0;
 };
 TORCH_MODULE(MobileNet);
 

@@ -66,39 +66,64 @@ class VGGImpl : public Backbone<VGGImpl> {
     OSTEONET_CHECK(pool_index_.size() >= 2, model_name_, ": config needs at least 2 max-pools, got ",
                    pool_index_.size());
     probe_ = features[0]->as<torch::nn::Conv2d>()->weight;
+    set_stem_path("features.0");
     register_stage_attention(options.attention(), feature_info_[0].channels, c);
-    if (num_classes_ > 0) {
-      classifier = register_module(
-          "classifier",
-          torch::nn::Sequential(torch::nn::Linear(c * 7 * 7, 4096), torch::nn::ReLU(true),
-                                torch::nn::Dropout(options.dropout()), torch::nn::Linear(4096, 4096),
-                                torch::nn::ReLU(true), torch::nn::Dropout(options.dropout()),
-                                torch::nn::Linear(4096, num_classes_)));
-    }
+    avgpool = register_module("avgpool", torch::nn::AdaptiveAvgPool2d(torch::nn::AdaptiveAvgPool2dOptions(7)));
+    classifier = torch::nn::Sequential(nullptr);
+    if (num_classes_ > 0) classifier = register_module("classifier", make_classifier(num_classes_));
     detail::init_kaiming_fan_out(*this, /*linear_std=*/0.01);
     finish_init();
   }
 
-  torch::Tensor forward(torch::Tensor x) override {
+  torch::Tensor forward_features(torch::Tensor x) override {
     check_input(x);
-    x = run_features(x, nullptr);
-    x = torch::adaptive_avg_pool2d(x, {7, 7}).flatten(1);
-    return classifier ? classifier->forward(x) : x;
+    return run_features(x, nullptr);
   }
 
-  std::vector<torch::Tensor> forward_features(torch::Tensor x) override {
+  torch::Tensor forward_head(torch::Tensor x, bool pre_logits = false) override {
+    x = core::call(avgpool, x).flatten(1);
+    return pre_logits || !classifier ? x : core::call(classifier, x);
+  }
+
+  std::vector<torch::Tensor> forward_intermediates(torch::Tensor x) override {
     check_input(x);
     std::vector<torch::Tensor> taps;
     run_features(x, &taps);
     return taps;
   }
 
+  void reset_classifier(int64_t num_classes) override {  // torchvision's N(0, 0.01) linears, as at construction
+    replace_head(classifier, "classifier", num_classes, [this](int64_t n) { return make_classifier(n); }, 0.01);
+  }
+
+  std::string head_path() const override { return classifier ? "classifier.6" : ""; }
+
+  /// With stage attention, `features` does not run as one call (the attention sits between its
+  /// children), so Python cannot hook or replace it as a whole.
+  std::vector<std::string> opaque_children() const override {
+    if (attn_stem_ || attn_last_) return {"features"};
+    return {};
+  }
+  /// forward_intermediates (and the stage attention) walk `features` child by child.
+  std::vector<std::string> walked_children() const override { return {"features"}; }
+
   VGGOptions options;
   torch::nn::Sequential features{nullptr}, classifier{nullptr};
+  torch::nn::AdaptiveAvgPool2d avgpool{nullptr};
 
  private:
-  // Runs `features`, applying the stage attention and collecting the pre-pool taps when asked.
+  torch::nn::Sequential make_classifier(int64_t num_classes) const {
+    const int64_t c = feature_info_.back().channels;
+    return torch::nn::Sequential(torch::nn::Linear(c * 7 * 7, 4096), torch::nn::ReLU(true),
+                                 torch::nn::Dropout(options.dropout()), torch::nn::Linear(4096, 4096),
+                                 torch::nn::ReLU(true), torch::nn::Dropout(options.dropout()),
+                                 torch::nn::Linear(4096, num_classes));
+  }
+
+  // Runs `features` (as one call when nothing sits between its children), applying the stage
+  // attention and collecting the pre-pool taps when asked.
   torch::Tensor run_features(torch::Tensor x, std::vector<torch::Tensor>* taps) {
+    if (!taps && !attn_stem_ && !attn_last_) return core::call(features, x);
     const int64_t first_pool = pool_index_.front(), last_pool = pool_index_.back();
     size_t next_pool = 0;
     int64_t i = 0;
@@ -109,7 +134,7 @@ class VGGImpl : public Backbone<VGGImpl> {
         ++next_pool;
         if (taps && next_pool == pool_index_.size()) return x;  // the stride-32 map is not a tap
       }
-      x = m.forward(x);
+      x = core::call(m, x);
       if (i == first_pool) x = stem_attention(x);
       ++i;
     }

@@ -5,17 +5,19 @@
 
 #include <string>
 
+#include "osteonet/core/call.hpp"
 #include "osteonet/detail/layers.hpp"
 
 namespace osteonet::detail {
 
 /// Hardswish, in place by default as torchvision's `nn.Hardswish(inplace=True)` in MobileNetV3 (it
 /// follows a norm or a linear layer, whose output nothing else keeps).
-class HardswishImpl : public torch::nn::Cloneable<HardswishImpl> {
+class HardswishImpl : public torch::nn::Cloneable<HardswishImpl>, public core::TensorInvocable<HardswishImpl> {
  public:
   explicit HardswishImpl(bool inplace = true) : inplace_(inplace) {}
   void reset() override {}
   torch::Tensor forward(torch::Tensor x) { return inplace_ ? torch::hardswish_(x) : torch::hardswish(x); }
+  bool inplace() const { return inplace_; }
 
  private:
   bool inplace_;

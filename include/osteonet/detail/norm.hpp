@@ -11,6 +11,8 @@
 #include <memory>
 #include <vector>
 
+#include "osteonet/core/call.hpp"
+
 // The fused eval-mode norm below: x86-64 with GCC or Clang (AVX2 + FMA chosen at run time).
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
 #define OSTEONET_FUSED_NORM 1
@@ -23,7 +25,8 @@ namespace osteonet::detail {
 
 /// torchvision.ops.misc.FrozenBatchNorm2d: buffers weight, bias, running_mean, running_var (no
 /// num_batches_tracked); y = x * scale + (bias - running_mean * scale), scale = weight * rsqrt(var + eps).
-class FrozenBatchNorm2dImpl : public torch::nn::Cloneable<FrozenBatchNorm2dImpl> {
+class FrozenBatchNorm2dImpl : public torch::nn::Cloneable<FrozenBatchNorm2dImpl>,
+                              public core::TensorInvocable<FrozenBatchNorm2dImpl> {
  public:
   explicit FrozenBatchNorm2dImpl(int64_t num_features, double eps = 1e-5) : num_features_(num_features), eps_(eps) {
     reset();
@@ -194,14 +197,23 @@ class Norm2d {
     else
       bn_ = torch::nn::BatchNorm2d(torch::nn::BatchNorm2dOptions(channels).eps(1e-5).momentum(0.1));
   }
-  torch::Tensor operator()(const torch::Tensor& x) { return bn_ ? bn_(x) : frozen_(x); }
+  /// norm(x), through core::call (Python may run it); `*python` is set when it did.
+  torch::Tensor operator()(const torch::Tensor& x, bool* python = nullptr) {
+    return bn_ ? core::call(bn_, x, python) : core::call(frozen_, x, python);
+  }
   torch::Tensor forward(const torch::Tensor& x) { return (*this)(x); }
-  /// norm(x) (+ residual) (then ReLU): fused and in place on `x` where fused_norm_act_ applies (so
-  /// `x` must be a temporary the caller owns, e.g. a convolution's output), else with ATen ops.
-  torch::Tensor forward_act(torch::Tensor x, bool relu, const torch::Tensor& residual = {}) {
+  /// norm(x) (+ residual) (then ReLU): fused and in place on `x` where fused_norm_act_ applies and
+  /// `x_owned` says that `x` is a temporary of the caller's (e.g. a convolution's output that no
+  /// hook holds), else with ATen ops. A result Python computed is never modified in place.
+  torch::Tensor forward_act(torch::Tensor x, bool relu, const torch::Tensor& residual = {}, bool x_owned = true) {
     auto& m = bn_ ? static_cast<torch::nn::Module&>(*bn_) : static_cast<torch::nn::Module&>(*frozen_);
-    if (fused_norm_act_(x, m, residual, relu)) return x;
-    auto y = (*this)(x);
+    if (x_owned && !core::overridden(&m) && fused_norm_act_(x, m, residual, relu)) return x;
+    bool python = false;
+    auto y = (*this)(x, &python);
+    if (python) {
+      if (residual.defined()) y = y + residual;
+      return relu ? torch::relu(y) : y;
+    }
     if (residual.defined()) y += residual;
     return relu ? y.relu_() : y;
   }

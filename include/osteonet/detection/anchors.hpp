@@ -4,6 +4,8 @@
 
 #include <torch/torch.h>
 
+#include "osteonet/core/call.hpp"
+
 #include <array>
 #include <vector>
 
@@ -20,7 +22,7 @@ struct AnchorGeneratorOptions {
       std::vector<std::vector<double>>(5, std::vector<double>{0.5, 1.0, 2.0});
 };
 
-class AnchorGeneratorImpl : public torch::nn::Cloneable<AnchorGeneratorImpl> {
+class AnchorGeneratorImpl : public torch::nn::Cloneable<AnchorGeneratorImpl>, public core::Invocable {
  public:
   explicit AnchorGeneratorImpl(AnchorGeneratorOptions options = {}) : options(std::move(options)) { reset(); }
 

@@ -1,6 +1,6 @@
 // The detector's backbone: an osteonet backbone body (torchvision's `backbone.body`) and, optionally,
 // an FPN (`backbone.fpn`). The body is read through the backbone contract (feature_info /
-// forward_features); MobileNets expose their `features` children directly under `body`, as
+// forward_intermediates); MobileNets expose their `features` children directly under `body`, as
 // torchvision's _mobilenet_extractor does, so torchvision's detection state dicts load by name.
 #pragma once
 
@@ -20,7 +20,7 @@ namespace osteonet::detection {
 
 /// A MobileNet's `features` children registered as "0".."n-1" (plus its DSNet attention, if any);
 /// forward returns the outputs of the requested children.
-class MobileNetBodyImpl : public torch::nn::Cloneable<MobileNetBodyImpl> {
+class MobileNetBodyImpl : public torch::nn::Cloneable<MobileNetBodyImpl>, public core::Invocable {
  public:
   MobileNetBodyImpl(std::shared_ptr<backbones::MobileNetImpl> net, std::vector<int64_t> return_indices)
       : net_(std::move(net)), return_(std::move(return_indices)) {
@@ -52,7 +52,7 @@ class MobileNetBodyImpl : public torch::nn::Cloneable<MobileNetBodyImpl> {
     int64_t i = 0;
     size_t next = 0;
     for (auto& m : *net_->features) {
-      x = m.forward(x);
+      x = core::call(m, x);
       if (i == stem_index_) x = net_->stem_attention(x);
       if (i == last) x = net_->last_attention(x);
       if (next < return_.size() && i == return_[next]) {
@@ -72,16 +72,20 @@ class MobileNetBodyImpl : public torch::nn::Cloneable<MobileNetBodyImpl> {
 TORCH_MODULE(MobileNetBody);
 
 /// `body` (+ `fpn`): image batch -> feature maps, all with out_channels() channels when an FPN is used.
-class DetectorBackboneImpl : public torch::nn::Cloneable<DetectorBackboneImpl> {
+class DetectorBackboneImpl : public torch::nn::Cloneable<DetectorBackboneImpl>, public core::Invocable {
  public:
-  /// Body from an osteonet backbone: the maps of forward_features() at `indices`.
+  /// Body from an osteonet backbone: the maps of forward_intermediates() at `indices`.
   DetectorBackboneImpl(std::shared_ptr<backbones::BackboneImpl> net, std::vector<int64_t> indices, bool fpn,
                        int64_t fpn_channels = 256)
       : fpn_(fpn), fpn_channels_(fpn_channels) {
-    register_module("body", std::dynamic_pointer_cast<torch::nn::Module>(net));
+    auto body = std::dynamic_pointer_cast<torch::nn::Module>(net);
+    // The head's pooling never runs in a detector; torchvision's body (IntermediateLayerGetter) drops
+    // it too, so the module tree holds only what runs.
+    if (body->named_children().contains("avgpool")) body->unregister_module("avgpool");
+    register_module("body", body);
     for (auto i : indices) channels_.push_back(net->feature_info().at(static_cast<size_t>(i)).channels);
     body_ = [net, indices](const torch::Tensor& x) {
-      auto all = net->forward_features(x);
+      auto all = net->forward_intermediates(x);
       std::vector<torch::Tensor> out;
       for (auto i : indices) out.push_back(all[static_cast<size_t>(i)]);
       return out;
@@ -117,6 +121,9 @@ class DetectorBackboneImpl : public torch::nn::Cloneable<DetectorBackboneImpl> {
     RECORD_USER_SCOPE("osteonet::detector.fpn");
     return fpn->forward(maps);
   }
+  /// The body runs through its feature maps and the FPN takes a list: not one-tensor calls.
+  std::vector<std::string> opaque_children() const override { return {"body", "fpn"}; }
+
   /// Channels of every output map (the FPN's width, or the single body map's channels).
   int64_t out_channels() const { return fpn_ ? fpn_channels_ : channels_.back(); }
   /// Output maps per image: the FPN levels plus "pool", or the body maps.

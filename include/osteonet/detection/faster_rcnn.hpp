@@ -44,7 +44,7 @@ struct FasterRCNNConfig {
   OptionMap options;
 };
 
-class FasterRCNNImpl : public torch::nn::Cloneable<FasterRCNNImpl> {
+class FasterRCNNImpl : public torch::nn::Cloneable<FasterRCNNImpl>, public core::Invocable {
  public:
   /// `config`: what the builder (fasterrcnn()) was given, kept so that the model can be rebuilt
   /// (runtime::DetectorSession copies a detector this way).
@@ -81,6 +81,11 @@ class FasterRCNNImpl : public torch::nn::Cloneable<FasterRCNNImpl> {
     OSTEONET_CHECK(!is_training(), name_, ": detect() is for evaluation; call eval() first");
     return run(images, nullptr, &features).detections;
   }
+
+  /// The parts take images, targets and lists of maps; their tensor-in, tensor-out submodules (the
+  /// body's stages, the FPN's blocks, the RPN head's convolutions, the box head and predictor) are
+  /// the overridable ones.
+  std::vector<std::string> opaque_children() const override { return {"transform", "backbone", "rpn", "roi_heads"}; }
 
   int64_t num_classes() const { return num_classes_; }
   const std::string& name() const { return name_; }
@@ -180,9 +185,11 @@ TORCH_MODULE(FasterRCNN);
 
 namespace detail_frcnn {
 
+/// One int option as a list (torchvision's min_size takes a tuple; osteonet's keyword one value).
 inline std::vector<int64_t> int_list(const OptionMap& o, const std::string& key, std::vector<int64_t> def) {
-  if (!o.has(key)) return def;
-  return {o.get_int(key, 0)};
+  const bool given = o.has(key);
+  const int64_t v = o.get_int(key, def.front());  // read either way: listed among the options
+  return given ? std::vector<int64_t>{v} : def;
 }
 
 /// torchvision's trainable_backbone_layers: requires_grad off for the body parameters outside the
@@ -230,7 +237,10 @@ inline void freeze_backbone_layers(DetectorBackboneImpl& backbone, const std::st
 }  // namespace detail_frcnn
 
 /// Builds a Faster R-CNN on an osteonet backbone. Unknown options raise ValueError ("did you mean").
-inline FasterRCNN fasterrcnn(FasterRCNNConfig cfg, const std::string& name = "fasterrcnn") {
+/// `reads_to`: an option map whose record also gets the reads (the registry's builder passes the
+/// options it was given).
+inline FasterRCNN fasterrcnn(FasterRCNNConfig cfg, const std::string& name = "fasterrcnn",
+                             const OptionMap* reads_to = nullptr) {
   using namespace backbones;
   const FasterRCNNConfig given = cfg;
   OSTEONET_CHECK(cfg.num_classes >= 2, name, ": num_classes must be >= 2 (background + classes), got num_classes=",
@@ -240,12 +250,11 @@ inline FasterRCNN fasterrcnn(FasterRCNNConfig cfg, const std::string& name = "fa
                                            "vgg16",    "vgg16_bn", "mobilenet_v2", "mobilenet_v3_large"};
   if (std::find(supported.begin(), supported.end(), cfg.backbone) == supported.end())
     throw_unknown_name(name, "backbone", cfg.backbone, supported);
-  models::ModelConfig mc;
-  mc.num_classes = 0;
-  mc.attention = cfg.attention;
-  mc.options = o;
-  auto net = models::model_entry(cfg.backbone).build(mc);
-  o = mc.options;  // keeps the record of the options the backbone read
+  OptionMap body_options = o;  // the backbone reads its own keywords (attention_placement, attn_*, frozen_bn, ...)
+  body_options.set("num_classes", int64_t{0});
+  body_options.set("attention", cfg.attention);
+  auto net = std::dynamic_pointer_cast<BackboneImpl>(core::models().at(cfg.backbone, "backbone").build(body_options));
+  o = body_options;  // keeps the record of the options the backbone read
   const int64_t fpn_channels = o.get_int("fpn_channels", 256);
   DetectorBackbone backbone{nullptr};
   std::vector<std::vector<double>> sizes;
@@ -281,36 +290,35 @@ inline FasterRCNN fasterrcnn(FasterRCNNConfig cfg, const std::string& name = "fa
   auto anchors = AnchorGenerator(AnchorGeneratorOptions().sizes(sizes).aspect_ratios(ratios));
   const int64_t out_ch = backbone->out_channels();
   auto head = RPNHead(out_ch, anchors->num_anchors_per_location()[0]);
-  RPNOptions ro;
-  ro.pre_nms_top_n_train(o.get_int("rpn_pre_nms_top_n_train", 2000))
-      .pre_nms_top_n_test(o.get_int("rpn_pre_nms_top_n_test", 1000))
-      .post_nms_top_n_train(o.get_int("rpn_post_nms_top_n_train", 2000))
-      .post_nms_top_n_test(o.get_int("rpn_post_nms_top_n_test", 1000))
-      .nms_thresh(o.get_double("rpn_nms_thresh", 0.7))
-      .fg_iou_thresh(o.get_double("rpn_fg_iou_thresh", 0.7))
-      .bg_iou_thresh(o.get_double("rpn_bg_iou_thresh", 0.3))
-      .batch_size_per_image(o.get_int("rpn_batch_size_per_image", 256))
-      .positive_fraction(o.get_double("rpn_positive_fraction", 0.5))
-      .score_thresh(o.get_double("rpn_score_thresh", is_mobilenet ? 0.05 : 0.0));
+  RPNOptions ro;  // torchvision's defaults (rpn_score_thresh 0.05 for MobileNets, as its builder)
+  ro.pre_nms_top_n_train(o.get_int("rpn_pre_nms_top_n_train", ro.pre_nms_top_n_train()))
+      .pre_nms_top_n_test(o.get_int("rpn_pre_nms_top_n_test", ro.pre_nms_top_n_test()))
+      .post_nms_top_n_train(o.get_int("rpn_post_nms_top_n_train", ro.post_nms_top_n_train()))
+      .post_nms_top_n_test(o.get_int("rpn_post_nms_top_n_test", ro.post_nms_top_n_test()))
+      .nms_thresh(o.get_double("rpn_nms_thresh", ro.nms_thresh()))
+      .fg_iou_thresh(o.get_double("rpn_fg_iou_thresh", ro.fg_iou_thresh()))
+      .bg_iou_thresh(o.get_double("rpn_bg_iou_thresh", ro.bg_iou_thresh()))
+      .batch_size_per_image(o.get_int("rpn_batch_size_per_image", ro.batch_size_per_image()))
+      .positive_fraction(o.get_double("rpn_positive_fraction", ro.positive_fraction()))
+      .score_thresh(o.get_double("rpn_score_thresh", is_mobilenet ? 0.05 : ro.score_thresh()));
   auto rpn = RegionProposalNetwork(anchors, head, ro);
   const int64_t rep = o.get_int("representation_size", 1024);
   RoIHeadsOptions rh;
-  rh.fg_iou_thresh(o.get_double("box_fg_iou_thresh", 0.5))
-      .bg_iou_thresh(o.get_double("box_bg_iou_thresh", 0.5))
-      .batch_size_per_image(o.get_int("box_batch_size_per_image", 512))
-      .positive_fraction(o.get_double("box_positive_fraction", 0.25))
-      .score_thresh(o.get_double("box_score_thresh", 0.05))
-      .nms_thresh(o.get_double("box_nms_thresh", 0.5))
-      .detections_per_img(o.get_int("box_detections_per_img", 100))
-      .pool_size(7)
-      .sampling_ratio(2)
-      .pooled_levels(std::min<int64_t>(4, backbone->num_body_maps()));
+  rh.fg_iou_thresh(o.get_double("box_fg_iou_thresh", rh.fg_iou_thresh()))
+      .bg_iou_thresh(o.get_double("box_bg_iou_thresh", rh.bg_iou_thresh()))
+      .batch_size_per_image(o.get_int("box_batch_size_per_image", rh.batch_size_per_image()))
+      .positive_fraction(o.get_double("box_positive_fraction", rh.positive_fraction()))
+      .score_thresh(o.get_double("box_score_thresh", rh.score_thresh()))
+      .nms_thresh(o.get_double("box_nms_thresh", rh.nms_thresh()))
+      .detections_per_img(o.get_int("box_detections_per_img", rh.detections_per_img()))
+      .pooled_levels(std::min<int64_t>(rh.pooled_levels(), backbone->num_body_maps()));
   auto box_head = TwoMLPHead(out_ch * 7 * 7, rep);
   auto predictor = FastRCNNPredictor(rep, cfg.num_classes);
   auto roi_heads = RoIHeads(torch::nn::AnyModule(box_head), predictor, rh);
   TransformOptions to;
   to.min_size(detail_frcnn::int_list(o, "min_size", {800})).max_size(o.get_int("max_size", 1333));
   auto transform = GeneralizedRCNNTransform(to);
+  if (reads_to) reads_to->record_reads_of(o);
   o.check_all_used(name);
   return FasterRCNN(transform, backbone, rpn, roi_heads, cfg.num_classes, name, given);
 }
@@ -336,6 +344,48 @@ inline FasterRCNN fasterrcnn_mobilenet_v3_large_fpn(int64_t num_classes = 91, Op
   c.fpn = true;
   c.options = std::move(options);
   return fasterrcnn(c, "fasterrcnn_mobilenet_v3_large_fpn");
+}
+
+namespace detail_registry {
+/// A FasterRCNNConfig from keyword options (`fixed_backbone`: the builder's own, not an option).
+inline FasterRCNNConfig config_from(const OptionMap& o, const std::string& fixed_backbone) {
+  FasterRCNNConfig c;
+  c.backbone = fixed_backbone.empty() ? o.get_string("backbone", c.backbone) : fixed_backbone;
+  c.attention = o.get_string("attention", c.attention);
+  c.num_classes = o.get_int("num_classes", c.num_classes);
+  if (fixed_backbone.empty()) c.fpn = o.get_bool("fpn", c.fpn);
+  c.options = o;
+  return c;
+}
+
+/// The builder of `name`: fasterrcnn() reads the other keywords from its copy of the options, whose
+/// reads count as reads of `o` (so the registry's unused-option check sees them).
+inline std::shared_ptr<torch::nn::Module> build(const std::string& name, const std::string& fixed_backbone,
+                                                const OptionMap& o) {
+  auto c = config_from(o, fixed_backbone);
+  auto model = fasterrcnn(c, name, &o);
+  return model.ptr();
+}
+
+inline const bool registered = [] {
+  auto& r = core::models();
+  r.add({"fasterrcnn", "detector",
+         "Faster R-CNN on any supported backbone with attention (DSNet, seed 000, Tables 1-2)", "",
+         [](const OptionMap& o) { return build("fasterrcnn", "", o); }});
+  r.add({"fasterrcnn_resnet50_fpn", "detector", "torchvision's Faster R-CNN ResNet-50-FPN", "fasterrcnn_resnet50_fpn",
+         [](const OptionMap& o) { return build("fasterrcnn_resnet50_fpn", "resnet50", o); }});
+  r.add({"fasterrcnn_mobilenet_v3_large_fpn", "detector", "torchvision's Faster R-CNN MobileNetV3-Large-FPN",
+         "fasterrcnn_mobilenet_v3_large_fpn",
+         [](const OptionMap& o) { return build("fasterrcnn_mobilenet_v3_large_fpn", "mobilenet_v3_large", o); }});
+  return true;
+}();
+}  // namespace detail_registry
+
+/// Builds a registered detector by name ("fasterrcnn", "fasterrcnn_resnet50_fpn",
+/// "fasterrcnn_mobilenet_v3_large_fpn") from keyword options.
+inline std::shared_ptr<FasterRCNNImpl> create_detector(const std::string& name, const OptionMap& options = {}) {
+  core::models().at(name, "detector");
+  return core::create<FasterRCNNImpl>(name, options);
 }
 
 }  // namespace osteonet::detection

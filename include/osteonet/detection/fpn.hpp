@@ -8,11 +8,12 @@
 
 #include <vector>
 
+#include "osteonet/core/call.hpp"
 #include "osteonet/detail/layers.hpp"
 
 namespace osteonet::detection {
 
-class FeaturePyramidNetworkImpl : public torch::nn::Cloneable<FeaturePyramidNetworkImpl> {
+class FeaturePyramidNetworkImpl : public torch::nn::Cloneable<FeaturePyramidNetworkImpl>, public core::Invocable {
  public:
   FeaturePyramidNetworkImpl(std::vector<int64_t> in_channels_list, int64_t out_channels, bool last_level_max_pool = true)
       : in_(std::move(in_channels_list)), out_(out_channels), pool_(last_level_max_pool) {
@@ -71,11 +72,13 @@ class FeaturePyramidNetworkImpl : public torch::nn::Cloneable<FeaturePyramidNetw
     return results;
   }
 
+  std::vector<std::string> walked_children() const override { return {"inner_blocks", "layer_blocks"}; }
+
   torch::nn::ModuleList inner_blocks{nullptr}, layer_blocks{nullptr};
 
  private:
-  torch::Tensor inner(int64_t i, const torch::Tensor& x) { return inner_blocks[i]->as<detail::SeqImpl>()->forward(x); }
-  torch::Tensor layer(int64_t i, const torch::Tensor& x) { return layer_blocks[i]->as<detail::SeqImpl>()->forward(x); }
+  torch::Tensor inner(int64_t i, const torch::Tensor& x) { return core::call(*inner_blocks[i]->as<detail::SeqImpl>(), x); }
+  torch::Tensor layer(int64_t i, const torch::Tensor& x) { return core::call(*layer_blocks[i]->as<detail::SeqImpl>(), x); }
   std::vector<int64_t> in_;
   int64_t out_;
   bool pool_;

@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "osteonet/core/call.hpp"
 #include "osteonet/detection/box_ops.hpp"
 #include "osteonet/detection/nms.hpp"
 #include "osteonet/detection/roi_align.hpp"
@@ -19,7 +20,7 @@
 namespace osteonet::detection {
 
 /// flatten -> fc6 -> ReLU -> fc7 -> ReLU.
-class TwoMLPHeadImpl : public torch::nn::Cloneable<TwoMLPHeadImpl> {
+class TwoMLPHeadImpl : public torch::nn::Cloneable<TwoMLPHeadImpl>, public core::TensorInvocable<TwoMLPHeadImpl> {
  public:
   TwoMLPHeadImpl(int64_t in_channels, int64_t representation_size) : in_(in_channels), rep_(representation_size) {
     reset();
@@ -28,7 +29,9 @@ class TwoMLPHeadImpl : public torch::nn::Cloneable<TwoMLPHeadImpl> {
     fc6 = register_module("fc6", torch::nn::Linear(in_, rep_));
     fc7 = register_module("fc7", torch::nn::Linear(rep_, rep_));
   }
-  torch::Tensor forward(const torch::Tensor& x) { return torch::relu(fc7(torch::relu(fc6(x.flatten(1))))); }
+  torch::Tensor forward(const torch::Tensor& x) {
+    return torch::relu(core::call(fc7, torch::relu(core::call(fc6, x.flatten(1)))));
+  }
   torch::nn::Linear fc6{nullptr}, fc7{nullptr};
 
  private:
@@ -37,7 +40,7 @@ class TwoMLPHeadImpl : public torch::nn::Cloneable<TwoMLPHeadImpl> {
 TORCH_MODULE(TwoMLPHead);
 
 /// Class logits (`cls_score`) and per-class box deltas (`bbox_pred`).
-class FastRCNNPredictorImpl : public torch::nn::Cloneable<FastRCNNPredictorImpl> {
+class FastRCNNPredictorImpl : public torch::nn::Cloneable<FastRCNNPredictorImpl>, public core::Invocable {
  public:
   FastRCNNPredictorImpl(int64_t in_channels, int64_t num_classes) : in_(in_channels), classes_(num_classes) { reset(); }
   void reset() override {
@@ -46,7 +49,13 @@ class FastRCNNPredictorImpl : public torch::nn::Cloneable<FastRCNNPredictorImpl>
   }
   std::pair<torch::Tensor, torch::Tensor> forward(const torch::Tensor& x) {
     auto f = x.flatten(1);
-    return {cls_score(f), bbox_pred(f)};
+    return {core::call(cls_score, f), core::call(bbox_pred, f)};
+  }
+  /// {x} -> {class logits, box deltas} (torchvision's predictor returns the same pair).
+  std::vector<torch::Tensor> invoke(const std::vector<torch::Tensor>& args) override {
+    OSTEONET_CHECK(args.size() == 1, "FastRCNNPredictor: forward takes one tensor, got ", args.size());
+    auto [scores, deltas] = forward(args[0]);
+    return {scores, deltas};
   }
   torch::nn::Linear cls_score{nullptr}, bbox_pred{nullptr};
 
@@ -89,7 +98,7 @@ inline std::pair<torch::Tensor, torch::Tensor> fastrcnn_loss(const torch::Tensor
   return {cls_loss, box_loss};
 }
 
-class RoIHeadsImpl : public torch::nn::Cloneable<RoIHeadsImpl> {
+class RoIHeadsImpl : public torch::nn::Cloneable<RoIHeadsImpl>, public core::Invocable {
  public:
   RoIHeadsImpl(torch::nn::AnyModule box_head, FastRCNNPredictor box_predictor, RoIHeadsOptions options)
       : options(std::move(options)), box_head(std::move(box_head)), box_predictor(std::move(box_predictor)) {
@@ -137,8 +146,20 @@ class RoIHeadsImpl : public torch::nn::Cloneable<RoIHeadsImpl> {
       return multiscale_roi_align(pooled_maps, proposals, image_sizes, options.pool_size(), options.sampling_ratio());
     }();
     RECORD_USER_SCOPE("osteonet::roi_heads.box_head");
-    box_features = box_head.forward<torch::Tensor>(box_features);  // the pooled RoIs are freed here
-    return box_predictor->forward(box_features);
+    box_features = core::call(box_head, box_features);  // the pooled RoIs are freed here
+    // The predictor may be a Python module (e.g. torchvision's FastRCNNPredictor for new classes):
+    // the class count comes from its output.
+    auto out = core::call_many(box_predictor, {box_features}, [&] {
+      auto [scores, deltas] = box_predictor->forward(box_features);
+      return std::vector<torch::Tensor>{scores, deltas};
+    });
+    OSTEONET_CHECK(out.size() == 2, "roi_heads.box_predictor: expected (class logits, box deltas), got ", out.size(),
+                   " tensors");
+    OSTEONET_CHECK(out[0].dim() == 2 && out[1].dim() == 2 && out[1].size(1) == 4 * out[0].size(1) &&
+                       out[0].size(0) == box_features.size(0) && out[1].size(0) == box_features.size(0),
+                   "roi_heads.box_predictor: expected class logits K x C and box deltas K x 4C for K=",
+                   box_features.size(0), " proposals, got ", out[0].sizes(), " and ", out[1].sizes());
+    return {out[0], out[1]};
   }
 
   void select_training_samples(std::vector<torch::Tensor>& proposals, const std::vector<Target>& targets,

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "osteonet/core/call.hpp"
 #include "osteonet/detail/layers.hpp"
 #include "osteonet/detection/anchors.hpp"
 #include "osteonet/detection/box_ops.hpp"
@@ -21,7 +22,7 @@
 namespace osteonet::detection {
 
 /// 3x3 conv + ReLU (`conv.0.0`), then 1x1 objectness (`cls_logits`) and box deltas (`bbox_pred`).
-class RPNHeadImpl : public torch::nn::Cloneable<RPNHeadImpl> {
+class RPNHeadImpl : public torch::nn::Cloneable<RPNHeadImpl>, public core::Invocable {
  public:
   RPNHeadImpl(int64_t in_channels, int64_t num_anchors) : in_(in_channels), a_(num_anchors) { reset(); }
   void reset() override {
@@ -41,9 +42,9 @@ class RPNHeadImpl : public torch::nn::Cloneable<RPNHeadImpl> {
   std::pair<std::vector<torch::Tensor>, std::vector<torch::Tensor>> forward(const std::vector<torch::Tensor>& x) {
     std::vector<torch::Tensor> logits, deltas;
     for (const auto& f : x) {
-      auto t = conv->forward(f);
-      logits.push_back(cls_logits(t));
-      deltas.push_back(bbox_pred(t));
+      auto t = core::call(conv, f);
+      logits.push_back(core::call(cls_logits, t));
+      deltas.push_back(core::call(bbox_pred, t));
     }
     return {logits, deltas};
   }
@@ -83,7 +84,7 @@ inline torch::Tensor smooth_l1_sum(const torch::Tensor& input, const torch::Tens
   return torch::where(n < beta, 0.5 * n * n / beta, n - 0.5 * beta).sum();
 }
 
-class RegionProposalNetworkImpl : public torch::nn::Cloneable<RegionProposalNetworkImpl> {
+class RegionProposalNetworkImpl : public torch::nn::Cloneable<RegionProposalNetworkImpl>, public core::Invocable {
  public:
   RegionProposalNetworkImpl(AnchorGenerator anchor_generator, RPNHead head, RPNOptions options)
       : options(std::move(options)), anchor_generator(std::move(anchor_generator)), head(std::move(head)) {
@@ -212,6 +213,9 @@ class RegionProposalNetworkImpl : public torch::nn::Cloneable<RegionProposalNetw
   }
 
   RPNOptions options;
+  /// The anchor generator takes the image size and the head a list of maps: not one-tensor calls.
+  std::vector<std::string> opaque_children() const override { return {"anchor_generator", "head"}; }
+
   AnchorGenerator anchor_generator;
   RPNHead head;
 

@@ -5,6 +5,8 @@
 
 #include <torch/torch.h>
 
+#include "osteonet/core/call.hpp"
+
 #include <array>
 #include <cmath>
 #include <vector>
@@ -47,7 +49,7 @@ inline torch::Tensor resize_boxes(const torch::Tensor& boxes, std::array<int64_t
   return boxes * r;
 }
 
-class GeneralizedRCNNTransformImpl : public torch::nn::Cloneable<GeneralizedRCNNTransformImpl> {
+class GeneralizedRCNNTransformImpl : public torch::nn::Cloneable<GeneralizedRCNNTransformImpl>, public core::Invocable {
  public:
   explicit GeneralizedRCNNTransformImpl(TransformOptions options = {}) : options(std::move(options)) { reset(); }
   void reset() override {

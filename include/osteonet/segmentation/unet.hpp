@@ -15,8 +15,11 @@
 #include <string>
 #include <vector>
 
-#include "osteonet/backbones/registry.hpp"
+#include "osteonet/backbones/backbone.hpp"
+#include "osteonet/backbones/registry.hpp"  // the encoders
+#include "osteonet/core/call.hpp"
 #include "osteonet/core/error.hpp"
+#include "osteonet/core/model_registry.hpp"
 #include "osteonet/detail/layers.hpp"
 
 namespace osteonet::segmentation {
@@ -39,13 +42,17 @@ inline torch::Tensor resize_like(const torch::Tensor& x, const torch::Tensor& li
 }
 
 /// Every segmentation model: logits N x num_classes x H x W at the input's size.
-class SegmenterImpl {
+class SegmenterImpl : public core::Invocable {
  public:
-  virtual ~SegmenterImpl() = default;
+  ~SegmenterImpl() override = default;
   virtual torch::Tensor forward(torch::Tensor x) = 0;
   /// Deep-supervision heads in training (U-Net++), else {forward(x)}.
   virtual std::vector<torch::Tensor> forward_all(torch::Tensor x) { return {forward(std::move(x))}; }
   virtual torch::nn::Module& module() = 0;
+  std::vector<torch::Tensor> invoke(const std::vector<torch::Tensor>& args) override {
+    OSTEONET_CHECK(args.size() == 1, seg_name_, ": forward takes one tensor, got ", args.size());
+    return {forward(args[0])};
+  }
   const std::string& model_name() const { return seg_name_; }
   int64_t in_chans() const { return in_chans_; }
   int64_t num_classes() const { return num_classes_; }
@@ -76,7 +83,7 @@ struct UNetOptions {
   TORCH_ARG(int64_t, in_chans) = 1;
   /// Output channels (logits); 1 for a binary mask with a sigmoid, >= 2 with a softmax.
   TORCH_ARG(int64_t, num_classes) = 2;
-  /// "" for the classic encoder, else an osteonet backbone name (osteonet::models::list_models()).
+  /// "" for the classic encoder, else a registered backbone's name (core::models().names("backbone")).
   TORCH_ARG(std::string, encoder) = "";
   /// Classic: channels of the first level (doubling per level). Backbone: ignored.
   TORCH_ARG(int64_t, base_channels) = 64;
@@ -115,10 +122,9 @@ class UNetImpl : public torch::nn::Cloneable<UNetImpl>, public SegmenterImpl {
       head = register_module("head", torch::nn::Conv2d(torch::nn::Conv2dOptions(c, num_classes_, 1)));
     } else {
       seg_name_ = "unet_" + options.encoder();
-      models::ModelConfig cfg;
-      cfg.num_classes = 0;
-      cfg.in_chans = in_chans_;
-      encoder_ = models::create_model(options.encoder(), cfg);
+      core::models().at(options.encoder(), "backbone");
+      encoder_ = core::create<backbones::BackboneImpl>(
+          options.encoder(), OptionMap({{"num_classes", int64_t{0}}, {"in_chans", in_chans_}}));
       register_module("encoder", encoder_->module().shared_from_this());
       const auto& info = encoder_->feature_info();
       min_size_ = std::max<int64_t>(info.back().stride, encoder_->min_input_size());
@@ -147,29 +153,32 @@ class UNetImpl : public torch::nn::Cloneable<UNetImpl>, public SegmenterImpl {
       std::vector<torch::Tensor> skips;
       for (size_t i = 0; i < down->size(); ++i) {
         if (i > 0) x = torch::max_pool2d(x, 2);
-        x = down[i]->as<detail::Seq>()->forward(x);
+        x = core::call(*down[i]->as<detail::SeqImpl>(), x);
         skips.push_back(x);
       }
       for (size_t i = 0; i < up->size(); ++i) {
         const auto& skip = skips[skips.size() - 2 - i];
-        x = up[i]->as<torch::nn::ConvTranspose2d>()->forward(x);
+        x = core::call(*up[i]->as<torch::nn::ConvTranspose2dImpl>(), x);
         x = pad_to(x, skip);
-        x = dec[i]->as<detail::Seq>()->forward(torch::cat({skip, x}, 1));
+        x = core::call(*dec[i]->as<detail::SeqImpl>(), torch::cat({skip, x}, 1));
       }
-      return head(x);
+      return core::call(head, x);
     }
-    auto feats = encoder_->forward_features(x);
+    auto feats = encoder_->forward_intermediates(x);
     auto y = feats.back();
     size_t d = 0;
     for (size_t i = 0; i + 1 < feats.size(); ++i, ++d) {
       const auto& skip = feats[feats.size() - 2 - i];
-      y = dec[d]->as<detail::Seq>()->forward(torch::cat({skip, resize_like(y, skip)}, 1));
+      y = core::call(*dec[d]->as<detail::SeqImpl>(), torch::cat({skip, resize_like(y, skip)}, 1));
     }
-    if (d < dec->size()) y = dec[d]->as<detail::Seq>()->forward(resize_like(y, x));
-    return resize_like(head(y), x);
+    if (d < dec->size()) y = core::call(*dec[d]->as<detail::SeqImpl>(), resize_like(y, x));
+    return resize_like(core::call(head, y), x);
   }
 
   torch::nn::Module& module() override { return *this; }
+  /// The backbone encoder runs through forward_intermediates (its maps), not as one call.
+  std::vector<std::string> opaque_children() const override { return {"encoder"}; }
+  std::vector<std::string> walked_children() const override { return {"down", "up", "dec"}; }
 
   UNetOptions options;
   torch::nn::ModuleList down{nullptr}, up{nullptr}, dec{nullptr};
@@ -234,19 +243,20 @@ class UNetPlusPlusImpl : public torch::nn::Cloneable<UNetPlusPlusImpl>, public S
   std::vector<torch::Tensor> forward_all(torch::Tensor x) override {
     check_input(x);
     std::vector<std::vector<torch::Tensor>> X(levels_, std::vector<torch::Tensor>(levels_));
-    for (int64_t i = 0; i < levels_; ++i) X[i][0] = nodes_[i][0]->forward(i == 0 ? x : torch::max_pool2d(X[i - 1][0], 2));
+    for (int64_t i = 0; i < levels_; ++i)
+      X[i][0] = core::call(nodes_[i][0], i == 0 ? x : torch::max_pool2d(X[i - 1][0], 2));
     for (int64_t j = 1; j < levels_; ++j) {
       for (int64_t i = 0; i + j < levels_; ++i) {
         std::vector<torch::Tensor> parts(X[i].begin(), X[i].begin() + j);
         parts.push_back(resize_like(X[i + 1][j - 1], X[i][0]));
-        X[i][j] = nodes_[i][j]->forward(torch::cat(parts, 1));
+        X[i][j] = core::call(nodes_[i][j], torch::cat(parts, 1));
       }
     }
     std::vector<torch::Tensor> outs;
     if (options.deep_supervision()) {
-      for (int64_t k = 0; k < levels_ - 1; ++k) outs.push_back(heads[k]->as<torch::nn::Conv2d>()->forward(X[0][k + 1]));
+      for (int64_t k = 0; k < levels_ - 1; ++k) outs.push_back(core::call(*heads[k]->as<torch::nn::Conv2dImpl>(), X[0][k + 1]));
     } else {
-      outs.push_back(heads[0]->as<torch::nn::Conv2d>()->forward(X[0][levels_ - 1]));
+      outs.push_back(core::call(*heads[0]->as<torch::nn::Conv2dImpl>(), X[0][levels_ - 1]));
     }
     return outs;
   }
@@ -258,6 +268,8 @@ class UNetPlusPlusImpl : public torch::nn::Cloneable<UNetPlusPlusImpl>, public S
   }
 
   torch::nn::Module& module() override { return *this; }
+
+  std::vector<std::string> walked_children() const override { return {"heads"}; }
 
   UNetPlusPlusOptions options;
   torch::nn::ModuleList heads{nullptr};

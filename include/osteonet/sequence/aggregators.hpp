@@ -10,7 +10,9 @@
 #include <utility>
 #include <vector>
 
+#include "osteonet/core/call.hpp"
 #include "osteonet/core/error.hpp"
+#include "osteonet/core/model_registry.hpp"
 #include "osteonet/core/options.hpp"
 
 namespace osteonet::sequence {
@@ -26,7 +28,8 @@ inline torch::Tensor check_padded(const std::string& where, const torch::Tensor&
                  x.sizes());
   OSTEONET_CHECK(feature_dim <= 0 || x.size(2) == feature_dim, where, ": expected D=", feature_dim,
                  " features per slice, got shape ", x.sizes());
-  if (!lengths.defined()) return torch::full({x.size(0)}, x.size(1), x.options().dtype(torch::kLong));
+  // Every sequence T long, computed from x itself so that a traced program keeps B and T free.
+  if (!lengths.defined()) return torch::ones_like(x.select(2, 0), torch::kLong).sum(1);
   OSTEONET_CHECK_TYPE(!lengths.is_floating_point() && lengths.scalar_type() != torch::kBool, where,
                       ": lengths must be integers, got dtype=", lengths.dtype());
   OSTEONET_CHECK(lengths.dim() == 1 && lengths.size(0) == x.size(0), where, ": expected ", x.size(0),
@@ -41,6 +44,13 @@ inline torch::Tensor check_padded(const std::string& where, const torch::Tensor&
 /// B x T boolean mask, true on the first lengths[b] steps of sequence b.
 inline torch::Tensor length_mask(const torch::Tensor& lengths, int64_t steps) {
   return torch::arange(steps, lengths.options()).unsqueeze(0) < lengths.unsqueeze(1);
+}
+
+/// The same mask for a B x T batch `like`, built from `like` itself (a traced program keeps B and T
+/// free instead of recording the example's sizes).
+inline torch::Tensor length_mask_like(const torch::Tensor& lengths, const torch::Tensor& like) {
+  auto steps = torch::ones_like(like, lengths.options()).cumsum(1) - 1;  // 0..T-1 in every row
+  return steps < lengths.unsqueeze(1);
 }
 
 /// Lengths from a B x T mask of valid steps, which must be a prefix of each row (padding at the end).
@@ -58,9 +68,9 @@ inline torch::Tensor lengths_from_mask(const torch::Tensor& mask) {
 /// Rule aggregators (max, mean, vote) take slice probabilities (D = 1, values in [0, 1]); the LSTM takes
 /// the encoder's 32-d features. An interface, not a Module (see backbones::BackboneImpl for why);
 /// module() reaches the Module.
-class AggregatorImpl {
+class AggregatorImpl : public core::Invocable {
  public:
-  virtual ~AggregatorImpl() = default;
+  ~AggregatorImpl() override = default;
   /// Scan probabilities (B), padding ignored.
   virtual torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& lengths) = 0;
   /// Features per slice the aggregator expects; 1 for the rule aggregators (a slice probability).
@@ -70,6 +80,13 @@ class AggregatorImpl {
   virtual const std::string& name() const = 0;
   virtual torch::nn::Module& module() = 0;
   virtual const torch::nn::Module& module() const = 0;
+
+  /// {x} or {x, lengths} -> {scan probabilities}.
+  std::vector<torch::Tensor> invoke(const std::vector<torch::Tensor>& args) override {
+    OSTEONET_CHECK(args.size() == 1 || args.size() == 2, name(), ": forward takes x and optional lengths, got ",
+                   args.size(), " tensors");
+    return {forward(args[0], args.size() == 2 ? args[1] : torch::Tensor())};
+  }
 
   void train(bool on = true) { module().train(on); }
   void eval() { module().eval(); }
@@ -114,7 +131,7 @@ class MaxAggregatorImpl : public Aggregator<MaxAggregatorImpl> {
   void reset() override {}
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& lengths = {}) override {
     auto [p, len] = detail_agg::probabilities(name_, x, lengths);
-    return p.masked_fill(~length_mask(len, p.size(1)), -std::numeric_limits<double>::infinity()).amax(1);
+    return p.masked_fill(~length_mask_like(len, p), -std::numeric_limits<double>::infinity()).amax(1);
   }
   int64_t input_dim() const override { return 1; }
   bool takes_probabilities() const override { return true; }
@@ -132,7 +149,7 @@ class MeanAggregatorImpl : public Aggregator<MeanAggregatorImpl> {
   void reset() override {}
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& lengths = {}) override {
     auto [p, len] = detail_agg::probabilities(name_, x, lengths);
-    auto m = length_mask(len, p.size(1));
+    auto m = length_mask_like(len, p);
     return torch::where(m, p, torch::zeros_like(p)).sum(1) / len.to(p.scalar_type());
   }
   int64_t input_dim() const override { return 1; }
@@ -162,7 +179,7 @@ class VotingAggregatorImpl : public Aggregator<VotingAggregatorImpl> {
   }
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& lengths = {}) override {
     auto [p, len] = detail_agg::probabilities(name_, x, lengths);
-    auto votes = (p >= options.threshold()).logical_and(length_mask(len, p.size(1)));
+    auto votes = (p >= options.threshold()).logical_and(length_mask_like(len, p));
     return votes.sum(1).to(p.scalar_type()) / len.to(p.scalar_type());
   }
   int64_t input_dim() const override { return 1; }
@@ -213,14 +230,21 @@ class LstmAggregatorImpl : public Aggregator<LstmAggregatorImpl> {
   /// The hidden state after each sequence's last valid slice, B x hidden_size.
   torch::Tensor last_hidden(const torch::Tensor& x, const torch::Tensor& lengths = {}) {
     auto len = check_padded(name_, x, lengths, options.input_size());
-    auto out = std::get<0>(lstm->forward(x));  // B x T x H
-    auto idx = (len - 1).view({-1, 1, 1}).expand({out.size(0), 1, out.size(2)});
+    auto out = core::call_many(lstm, {x}, [&] {  // B x T x H (Python's nn.LSTM returns (out, (h, c)))
+                 // Zero initial states built from x, so that a traced program keeps the batch free.
+                 auto zero = x.select(1, 0).narrow(1, 0, 1).mul(0);  // B x 1
+                 auto h0 = zero.expand({-1, options.hidden_size()}).unsqueeze(0)
+                               .expand({options.num_layers(), -1, options.hidden_size()}).contiguous();
+                 auto r = lstm->forward(x, std::make_tuple(h0, h0.clone()));
+                 return std::vector<torch::Tensor>{std::get<0>(r), std::get<0>(std::get<1>(r)), std::get<1>(std::get<1>(r))};
+               }).at(0);
+    auto idx = (len - 1).view({-1, 1, 1}).expand({-1, 1, out.size(2)});
     return out.gather(1, idx).squeeze(1);
   }
 
   /// Scan logits (B).
   torch::Tensor forward_logits(const torch::Tensor& x, const torch::Tensor& lengths = {}) {
-    return fc->forward(dropout->forward(last_hidden(x, lengths))).squeeze(1);
+    return core::call(fc, core::call(dropout, last_hidden(x, lengths))).squeeze(1);
   }
 
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& lengths = {}) override {
@@ -240,34 +264,40 @@ class LstmAggregatorImpl : public Aggregator<LstmAggregatorImpl> {
 };
 TORCH_MODULE(LstmAggregator);
 
-/// The aggregator names the factory knows (Table 1's rows).
-inline const std::vector<std::string>& aggregator_names() {
-  static const std::vector<std::string> names{"max", "mean", "vote", "lstm"};
-  return names;
-}
+namespace detail_registry {
+inline const bool registered = [] {
+  using Module = std::shared_ptr<torch::nn::Module>;
+  auto& r = core::models();
+  r.add({"max", "aggregator", "seed 002 Table 1 CNN/max pooling: the largest slice probability", "",
+         [](const OptionMap&) -> Module { return MaxAggregator().ptr(); }});
+  r.add({"mean", "aggregator", "seed 002 Table 1 CNN/mean pooling: the mean slice probability", "",
+         [](const OptionMap&) -> Module { return MeanAggregator().ptr(); }});
+  r.add({"vote", "aggregator", "seed 002 Table 1 CNN/voting: the fraction of slices voting fracture", "",
+         [](const OptionMap& o) -> Module {
+           VotingAggregatorOptions d;
+           return VotingAggregator(d.threshold(o.get_double("threshold", d.threshold()))).ptr();
+         }});
+  r.add({"lstm", "aggregator", "seed 002 Table 1 CNN/LSTM: LSTM(256) + dropout + FC + sigmoid over slice features", "",
+         [](const OptionMap& o) -> Module {
+           LstmAggregatorOptions d;
+           return LstmAggregator(d.input_size(o.get_int("input_size", d.input_size()))
+                                     .hidden_size(o.get_int("hidden_size", d.hidden_size()))
+                                     .num_layers(o.get_int("num_layers", d.num_layers()))
+                                     .dropout(o.get_double("dropout", d.dropout())))
+               .ptr();
+         }});
+  return true;
+}();
+}  // namespace detail_registry
+
+/// The aggregator names the registry knows (Table 1's rows).
+inline std::vector<std::string> aggregator_names() { return core::models().names("aggregator"); }
 
 /// Builds an aggregator by name. Options: vote: `threshold`; lstm: `input_size`, `hidden_size`,
 /// `num_layers`, `dropout`. Unknown names and options raise ValueError ("did you mean ...").
 inline AggregatorPtr create_aggregator(const std::string& name, const OptionMap& options = {}) {
-  AggregatorPtr out;
-  if (name == "max") {
-    out = MaxAggregator().ptr();
-  } else if (name == "mean") {
-    out = MeanAggregator().ptr();
-  } else if (name == "vote" || name == "voting") {
-    out = VotingAggregator(VotingAggregatorOptions().threshold(options.get_double("threshold", 0.5))).ptr();
-  } else if (name == "lstm") {
-    out = LstmAggregator(LstmAggregatorOptions()
-                             .input_size(options.get_int("input_size", 32))
-                             .hidden_size(options.get_int("hidden_size", 256))
-                             .num_layers(options.get_int("num_layers", 1))
-                             .dropout(options.get_double("dropout", 0.2)))
-              .ptr();
-  } else {
-    throw_unknown_name("create_aggregator", "aggregator", name, aggregator_names());
-  }
-  options.check_all_used("create_aggregator('" + name + "')");
-  return out;
+  core::models().at(name, "aggregator");
+  return core::create<AggregatorImpl>(name, options);
 }
 
 }  // namespace osteonet::sequence

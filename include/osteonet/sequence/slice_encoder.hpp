@@ -9,8 +9,10 @@
 #include <vector>
 
 #include "osteonet/backbones/backbone.hpp"
+#include "osteonet/backbones/registry.hpp"
 #include "osteonet/backbones/resnet.hpp"
 #include "osteonet/core/error.hpp"
+#include "osteonet/core/model_registry.hpp"
 
 namespace osteonet::sequence {
 
@@ -61,33 +63,59 @@ class OvfResNet34Impl : public backbones::Backbone<OvfResNet34Impl> {
                                                                    .attention(options.attention())));
     fc1 = register_module("fc1", torch::nn::Linear(512, options.embed_dim()));
     bn1 = register_module("bn1", torch::nn::BatchNorm1d(options.embed_dim()));
+    fc2 = torch::nn::Linear(nullptr);
     if (options.num_classes() > 0) fc2 = register_module("fc2", torch::nn::Linear(options.embed_dim(), options.num_classes()));
     feature_info_ = backbone->feature_info();
     min_input_size_ = backbone->min_input_size();
     probe_ = backbone->conv1->weight;
+    set_stem_path("backbone.conv1");
     if (bn_frozen_) apply_batchnorm_freeze();
   }
 
   /// Logits N x num_classes (N x 1 in the paper), or the N x embed_dim embedding when num_classes == 0.
   torch::Tensor forward(torch::Tensor x) override {
     auto f = features(std::move(x));
-    return fc2 ? fc2->forward(f) : f;
+    return fc2 ? core::call(fc2, f) : f;
+  }
+
+  /// The backbone's layer4 map (N x 512 x h x w).
+  torch::Tensor forward_features(torch::Tensor x) override {
+    check_input(x);
+    return backbone->forward_features(std::move(x));
+  }
+
+  /// Pooling, the embedding and fc2 (`pre_logits`: the embedding).
+  torch::Tensor forward_head(torch::Tensor x, bool pre_logits = false) override {
+    auto f = embed(backbone->forward_head(std::move(x)));
+    return pre_logits || !fc2 ? f : core::call(fc2, f);
   }
 
   /// The backbone's maps (relu, layer1..layer4), as resnet34's.
-  std::vector<torch::Tensor> forward_features(torch::Tensor x) override { return backbone->forward_features(std::move(x)); }
+  std::vector<torch::Tensor> forward_intermediates(torch::Tensor x) override {
+    check_input(x);
+    return backbone->forward_intermediates(std::move(x));
+  }
+
+  std::string head_path() const override { return fc2 ? "fc2" : ""; }
+
+  /// A new fc2 with `num_classes` outputs (0: forward returns the embedding).
+  void reset_classifier(int64_t num_classes) override {
+    options.num_classes(num_classes);
+    const int64_t d = options.embed_dim();
+    replace_head(fc2, "fc2", num_classes, [d](int64_t n) { return torch::nn::Linear(d, n); }, 0.0);
+  }
 
   /// Global-average-pooled layer4 features, N x 512.
   torch::Tensor backbone_features(torch::Tensor x) {
     check_input(x);
-    return backbone->forward(std::move(x));
+    return core::call(backbone, x);
   }
 
   /// relu(bn1(fc1(pooled))): the 32-d slice embedding from pooled backbone features (N x 512).
   torch::Tensor embed(const torch::Tensor& pooled) {
     OSTEONET_CHECK(pooled.dim() == 2 && pooled.size(1) == 512, model_name_,
                    ".embed: expected N x 512 pooled features, got shape ", pooled.sizes());
-    return torch::relu(bn1->forward(fc1->forward(pooled)));
+    return torch::relu(core::call(bn1, core::call(fc1, pooled)));
   }
 
   /// The 32-d embedding of images (N x C x H x W): the aggregator's input.
@@ -96,7 +124,7 @@ class OvfResNet34Impl : public backbones::Backbone<OvfResNet34Impl> {
   /// Logits from embeddings (N x embed_dim -> N x num_classes).
   torch::Tensor head(const torch::Tensor& embedding) {
     OSTEONET_CHECK(fc2, model_name_, ".head: the model has no output layer, got num_classes=0");
-    return fc2->forward(embedding);
+    return core::call(fc2, embedding);
   }
 
   /// Freezes (or releases) every BatchNorm: eval mode kept through train(), no gradients.
@@ -130,5 +158,20 @@ class OvfResNet34Impl : public backbones::Backbone<OvfResNet34Impl> {
   bool bn_frozen_ = false;
 };
 TORCH_MODULE(OvfResNet34);
+
+namespace detail_registry {
+inline const bool registered_encoder = core::models().enroll(
+    {"ovf_resnet34", "backbone",
+     "Seed 002's slice encoder: ResNet-34 + FC 512->32 (BN, ReLU) + FC 32->1 (sequence/slice_encoder.hpp)", "",
+     [](const OptionMap& o) -> std::shared_ptr<torch::nn::Module> {
+       OvfResNet34Options d;
+       auto attn_default = attention::attention_name(d.attention());
+       return OvfResNet34(d.num_classes(o.get_int("num_classes", d.num_classes()))
+                              .in_chans(o.get_int("in_chans", d.in_chans()))
+                              .attention(attention::attention_options(o.get_string("attention", attn_default), o))
+                              .embed_dim(o.get_int("embed_dim", d.embed_dim())))
+           .ptr();
+     }});
+}  // namespace detail_registry
 
 }  // namespace osteonet::sequence

@@ -3,11 +3,14 @@
 
 #include <torch/torch.h>
 
+#include <array>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "osteonet/core/error.hpp"
+#include "osteonet/core/options.hpp"
+#include "osteonet/core/registry.hpp"
 
 namespace osteonet::train {
 
@@ -34,13 +37,52 @@ struct ParamGroup {
   double lr_scale = 1.0;
 };
 
+/// Optimisers by name (core::Registry): keyword options lr, momentum, nesterov, weight_decay, beta1,
+/// beta2, eps (defaults from OptimizerOptions) over parameter groups.
+using OptimizerRegistry =
+    core::Registry<std::shared_ptr<torch::optim::Optimizer>, const std::vector<ParamGroup>&>;
+
+inline std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::string& name, const std::vector<ParamGroup>& groups,
+                                                        const OptimizerOptions& o);
+
+inline OptimizerRegistry& optimizers() {
+  static OptimizerRegistry registry("optimizer");
+  static const bool filled = [] {
+    auto& r = registry;
+    auto from = [](const OptionMap& kw) {
+      OptimizerOptions d;
+      return d.lr(kw.get_double("lr", d.lr()))
+          .momentum(kw.get_double("momentum", d.momentum()))
+          .nesterov(kw.get_bool("nesterov", d.nesterov()))
+          .weight_decay(kw.get_double("weight_decay", d.weight_decay()))
+          .beta1(kw.get_double("beta1", d.beta1()))
+          .beta2(kw.get_double("beta2", d.beta2()))
+          .eps(kw.get_double("eps", d.eps()));
+    };
+    const std::vector<std::array<std::string, 3>> kinds{
+        {"sgd", "SGD with momentum (0.9) and optional Nesterov", "torch.optim.SGD"},
+        {"adam", "Adam", "torch.optim.Adam"},
+        {"adamw", "AdamW (decoupled weight decay)", "torch.optim.AdamW"}};
+    for (const auto& k : kinds) {
+      const std::string name = k[0];
+      r.add({name, "optimizer", k[1], k[2], [name, from](const OptionMap& kw, const std::vector<ParamGroup>& groups) {
+               return std::shared_ptr<torch::optim::Optimizer>(make_optimizer(name, groups, from(kw)));
+             }});
+    }
+    return true;
+  }();
+  (void)filled;
+  return registry;
+}
+
 /// Names make_optimizer accepts.
-inline std::vector<std::string> optimizer_names() { return {"sgd", "adam", "adamw"}; }
+inline std::vector<std::string> optimizer_names() { return optimizers().names(); }
 
 /// An optimiser by name over parameter groups. Parameters with requires_grad false are left out (so
 /// frozen parts cost no state); a group left empty by that is dropped.
 inline std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::string& name, const std::vector<ParamGroup>& groups,
-                                                               const OptimizerOptions& o = {}) {
+                                                               const OptimizerOptions& o) {
+  optimizers().at(name);  // unknown names: "did you mean"
   OSTEONET_CHECK(o.lr() >= 0, "make_optimizer: lr must be >= 0, got lr=", o.lr());
   OSTEONET_CHECK(o.weight_decay() >= 0, "make_optimizer: weight_decay must be >= 0, got weight_decay=", o.weight_decay());
   std::vector<torch::optim::OptimizerParamGroup> pg;
@@ -61,8 +103,6 @@ inline std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::string
     } else if (name == "adamw") {
       pg.emplace_back(ps, std::make_unique<torch::optim::AdamWOptions>(
                               torch::optim::AdamWOptions(lr).betas({o.beta1(), o.beta2()}).eps(o.eps()).weight_decay(o.weight_decay())));
-    } else {
-      throw_unknown_name("make_optimizer", "optimizer", name, optimizer_names());
     }
   }
   OSTEONET_CHECK(!pg.empty(), "make_optimizer: no parameter requires a gradient, got ", groups.size(), " group(s)");

@@ -11,6 +11,7 @@
 
 #include "osteonet/core/error.hpp"
 #include "osteonet/core/options.hpp"
+#include "osteonet/core/registry.hpp"
 
 namespace osteonet::train {
 
@@ -269,34 +270,62 @@ class WarmupSchedule : public Schedule {
   double start_;
 };
 
-/// Names make_schedule accepts.
-inline std::vector<std::string> schedule_names() { return {"constant", "step", "cosine", "plateau"}; }
+/// Schedules by name (core::Registry): each entry reads its keyword options, defaults from the
+/// schedule classes' own constructors' documented values. Any of them takes warmup_epochs > 0 (and
+/// warmup_start_factor, default 0.1) to be wrapped in a linear warm-up.
+using ScheduleRegistry = core::Registry<std::shared_ptr<Schedule>>;
 
-/// A schedule by name with keyword options (unknown keywords are reported with "did you mean"):
-/// step(step_size=30, gamma=0.1), cosine(t_max, eta_min=0), plateau(factor=0.5, patience=10,
-/// mode="min", threshold=1e-4, cooldown=0, min_lr=0), constant; any of them with warmup_epochs > 0
-/// (and warmup_start_factor=0.1) wrapped in a linear warm-up.
-inline std::unique_ptr<Schedule> make_schedule(const std::string& name, const OptionMap& o = {}) {
-  std::unique_ptr<Schedule> s;
-  if (name == "constant" || name == "none") {
-    s = std::make_unique<ConstantSchedule>();
-  } else if (name == "step") {
-    s = std::make_unique<StepSchedule>(o.get_int("step_size", 30), o.get_double("gamma", 0.1));
-  } else if (name == "cosine") {
-    OSTEONET_CHECK(o.has("t_max"), "make_schedule: cosine needs t_max (epochs of one half-period)");
-    s = std::make_unique<CosineSchedule>(o.get_int("t_max", 1), o.get_double("eta_min", 0.0));
-  } else if (name == "plateau") {
-    s = std::make_unique<PlateauSchedule>(o.get_double("factor", 0.5), o.get_int("patience", 10),
-                                          o.get_string("mode", "min"), o.get_double("threshold", 1e-4),
-                                          o.get_int("cooldown", 0), o.get_double("min_lr", 0.0));
-  } else {
-    throw_unknown_name("make_schedule", "schedule", name, schedule_names());
-  }
+namespace detail_schedule {
+/// Wraps `s` in the warm-up the keyword options ask for.
+inline std::shared_ptr<Schedule> with_warmup(std::unique_ptr<Schedule> s, const OptionMap& o) {
   const int64_t warmup = o.get_int("warmup_epochs", 0);
   const double start = o.get_double("warmup_start_factor", 0.1);
-  o.check_all_used("make_schedule(" + name + ")");
-  if (warmup > 0) s = std::make_unique<WarmupSchedule>(std::move(s), warmup, start);
-  return s;
+  if (warmup > 0) return std::make_shared<WarmupSchedule>(std::move(s), warmup, start);
+  OSTEONET_CHECK(warmup == 0, "make_schedule: warmup_epochs must be >= 0, got warmup_epochs=", warmup);
+  return std::shared_ptr<Schedule>(std::move(s));
+}
+}  // namespace detail_schedule
+
+inline ScheduleRegistry& schedules() {
+  static ScheduleRegistry registry("schedule");
+  static const bool filled = [] {
+    auto& r = registry;
+    using detail_schedule::with_warmup;
+    r.add({"constant", "schedule", "the base rate throughout", "torch.optim.lr_scheduler.ConstantLR(factor=1)",
+           [](const OptionMap& o) { return with_warmup(std::make_unique<ConstantSchedule>(), o); }});
+    r.add({"step", "schedule", "rate x gamma every step_size epochs (step_size=30, gamma=0.1)",
+           "torch.optim.lr_scheduler.StepLR", [](const OptionMap& o) {
+             return with_warmup(std::make_unique<StepSchedule>(o.get_int("step_size", 30), o.get_double("gamma", 0.1)), o);
+           }});
+    r.add({"cosine", "schedule", "cosine annealing to eta_min over t_max epochs (t_max required, eta_min=0)",
+           "torch.optim.lr_scheduler.CosineAnnealingLR", [](const OptionMap& o) {
+             OSTEONET_CHECK(o.has("t_max"), "make_schedule: cosine needs t_max (epochs of one half-period)");
+             return with_warmup(std::make_unique<CosineSchedule>(o.get_int("t_max", 1), o.get_double("eta_min", 0.0)), o);
+           }});
+    r.add({"plateau", "schedule",
+           "rate x factor after `patience` epochs without improvement (factor=0.5, patience=10, mode='min', "
+           "threshold=1e-4, cooldown=0, min_lr=0)",
+           "torch.optim.lr_scheduler.ReduceLROnPlateau", [](const OptionMap& o) {
+             return with_warmup(std::make_unique<PlateauSchedule>(o.get_double("factor", 0.5), o.get_int("patience", 10),
+                                                                  o.get_string("mode", "min"), o.get_double("threshold", 1e-4),
+                                                                  o.get_int("cooldown", 0), o.get_double("min_lr", 0.0)),
+                                o);
+           }});
+    return true;
+  }();
+  (void)filled;
+  return registry;
+}
+
+/// Names make_schedule accepts.
+inline std::vector<std::string> schedule_names() { return schedules().names(); }
+
+/// A schedule by name with keyword options (unknown names and keywords are reported with "did you
+/// mean"): step(step_size=30, gamma=0.1), cosine(t_max, eta_min=0), plateau(factor=0.5, patience=10,
+/// mode="min", threshold=1e-4, cooldown=0, min_lr=0), constant; any of them with warmup_epochs > 0
+/// (and warmup_start_factor=0.1) wrapped in a linear warm-up.
+inline std::shared_ptr<Schedule> make_schedule(const std::string& name, const OptionMap& o = {}) {
+  return schedules().create(name, o);
 }
 
 }  // namespace osteonet::train

@@ -1,0 +1,199 @@
+// Call sites that Python can take over. Every osteonet forward calls its named submodules through
+// core::call; it runs the C++ child unless an override is installed for that child (osteonet.models
+// installs one when Python registers a hook on the submodule or assigns a replacement module). While
+// no override exists anywhere in the process, a call costs one atomic load and the forward is the
+// plain C++ one; with overrides, containers are walked child by child so that nested ones are found.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <shared_mutex>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "osteonet/core/error.hpp"
+
+namespace osteonet::core {
+
+/// What runs in place of a submodule's C++ forward: its tensor arguments in, its tensor results out
+/// (a tuple result flattened, e.g. an LSTM's {output, h, c}).
+using CallOverride = std::function<std::vector<torch::Tensor>(const std::vector<torch::Tensor>&)>;
+
+/// The process's overrides by module. Entries hold the module weakly, so an entry never applies to
+/// a later module that happens to reuse a freed address.
+class CallOverrides {
+ public:
+  static CallOverrides& instance() {
+    static CallOverrides overrides;
+    return overrides;
+  }
+
+  /// True while no override exists (the fast path of every call).
+  bool empty() const noexcept { return count_.load(std::memory_order_acquire) == 0; }
+
+  void set(const std::shared_ptr<torch::nn::Module>& module, CallOverride fn) {
+    OSTEONET_CHECK(module != nullptr, "CallOverrides::set: expected a module, got null");
+    std::unique_lock<std::shared_mutex> lock(mu_);
+    map_[module.get()] = Entry{module, std::make_shared<const CallOverride>(std::move(fn))};
+    count_.store(map_.size(), std::memory_order_release);
+  }
+
+  void erase(const torch::nn::Module* module) {
+    std::shared_ptr<const CallOverride> dropped;  // released after the lock
+    std::unique_lock<std::shared_mutex> lock(mu_);
+    auto it = map_.find(module);
+    if (it == map_.end()) return;
+    dropped = std::move(it->second.fn);
+    map_.erase(it);
+    count_.store(map_.size(), std::memory_order_release);
+  }
+
+  /// The override of `module`, or null.
+  std::shared_ptr<const CallOverride> find(const torch::nn::Module* module) const {
+    if (empty()) return nullptr;
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    auto it = map_.find(module);
+    if (it == map_.end() || it->second.module.expired()) return nullptr;
+    return it->second.fn;
+  }
+
+  std::size_t size() const noexcept { return count_.load(std::memory_order_acquire); }
+
+ private:
+  CallOverrides() = default;
+  struct Entry {
+    std::weak_ptr<torch::nn::Module> module;
+    std::shared_ptr<const CallOverride> fn;
+  };
+  mutable std::shared_mutex mu_;
+  std::unordered_map<const torch::nn::Module*, Entry> map_;
+  std::atomic<std::size_t> count_{0};
+};
+
+/// True when Python has taken over `module`'s calls.
+inline bool overridden(const torch::nn::Module* module) {
+  return !CallOverrides::instance().empty() && CallOverrides::instance().find(module) != nullptr;
+}
+
+/// A module Python can call with tensors (osteonet._core.Module.forward runs it): every osteonet
+/// module type implements it; LibTorch's own modules are called through their torch.nn twins.
+class Invocable {
+ public:
+  virtual ~Invocable() = default;
+  /// The module's forward on tensor arguments, results flattened to a list. Parts that take other
+  /// arguments (a detector's transform, RPN, RoI heads) keep the default: they run only inside
+  /// their parent.
+  virtual std::vector<torch::Tensor> invoke(const std::vector<torch::Tensor>& args) {
+    (void)args;
+    throw TypeError("this part runs only inside its parent model (it takes images, targets or lists of maps), "
+                    "so it cannot be called alone");
+  }
+  /// Children whose calls do not go through core::call (they pass images, targets or lists), so
+  /// Python refuses hooks and replacements on them; their own tensor-in, tensor-out children are
+  /// still overridable.
+  virtual std::vector<std::string> opaque_children() const { return {}; }
+  /// Containers (Sequential, ModuleList) whose children the forward walks one by one rather than
+  /// calling the container: their children are fixed (Python may replace them, not add or remove).
+  virtual std::vector<std::string> walked_children() const { return {}; }
+};
+
+/// Invocable for modules whose forward takes one tensor and returns one.
+template <typename Derived>
+class TensorInvocable : public Invocable {
+ public:
+  std::vector<torch::Tensor> invoke(const std::vector<torch::Tensor>& args) override {
+    OSTEONET_CHECK(args.size() == 1, static_cast<Derived&>(*this).name(), ": forward takes one tensor, got ",
+                   args.size());
+    return {static_cast<Derived&>(*this).forward(args[0])};
+  }
+};
+
+namespace detail_call {
+
+inline torch::Tensor single(std::vector<torch::Tensor> out, const torch::nn::Module& m) {
+  OSTEONET_CHECK(out.size() == 1, m.name(), ": the Python module run in its place returned ", out.size(),
+                 " tensors, expected one");
+  return std::move(out[0]);
+}
+
+template <typename M>
+torch::nn::Module* raw(M& m) {
+  if constexpr (std::is_base_of_v<torch::nn::Module, M>) {
+    return &m;
+  } else {
+    return m.get();  // a ModuleHolder
+  }
+}
+
+template <typename M>
+decltype(auto) impl(M& m) {
+  if constexpr (std::is_base_of_v<torch::nn::Module, M>) {
+    return (m);
+  } else {
+    return (*m);
+  }
+}
+
+}  // namespace detail_call
+
+torch::Tensor call(torch::nn::AnyModule& child, const torch::Tensor& x, bool* python = nullptr);
+
+/// A Sequential (or osteonet's Seq) child by child, each through call(), as torch.nn.Sequential
+/// runs; `*python` tells whether Python computed the result (the last child's call).
+inline torch::Tensor run_sequential(torch::nn::SequentialImpl& seq, torch::Tensor x, bool* python = nullptr) {
+  bool last = false;
+  for (auto& m : seq) x = call(m, x, &last);
+  if (python) *python = last;
+  return x;
+}
+
+/// `child(x)`, or what Python runs in its place. `*python` (if given) is set when Python ran: its
+/// result may be held by a hook, so the caller must not modify it in place. `child` is a
+/// ModuleHolder (torch::nn::Conv2d, ...) or a module reference (`*list[i]->as<T>()`).
+template <typename M>
+torch::Tensor call(M& child, const torch::Tensor& x, bool* python = nullptr) {
+  auto& overrides = CallOverrides::instance();
+  if (!overrides.empty()) {
+    torch::nn::Module* m = detail_call::raw(child);
+    if (auto fn = overrides.find(m)) {
+      if (python) *python = true;
+      return detail_call::single((*fn)({x}), *m);
+    }
+    // Containers run child by child, so that overrides inside them are found.
+    if (auto* seq = dynamic_cast<torch::nn::SequentialImpl*>(m)) return run_sequential(*seq, x, python);
+  }
+  if (python) *python = false;
+  return detail_call::impl(child).forward(x);
+}
+
+inline torch::Tensor call(torch::nn::AnyModule& child, const torch::Tensor& x, bool* python) {
+  auto& overrides = CallOverrides::instance();
+  if (!overrides.empty()) {
+    auto m = child.ptr();
+    if (auto fn = overrides.find(m.get())) {
+      if (python) *python = true;
+      return detail_call::single((*fn)({x}), *m);
+    }
+    if (auto* seq = dynamic_cast<torch::nn::SequentialImpl*>(m.get())) return run_sequential(*seq, x, python);
+  }
+  if (python) *python = false;
+  return child.forward(x);
+}
+
+/// `child(args...)` for forwards of several tensors or several results: `native` runs the C++
+/// forward and returns its results as a list (the convention Python's replacement follows).
+template <typename M, typename Native>
+std::vector<torch::Tensor> call_many(M& child, const std::vector<torch::Tensor>& args, Native&& native) {
+  auto& overrides = CallOverrides::instance();
+  if (!overrides.empty()) {
+    if (auto fn = overrides.find(detail_call::raw(child))) return (*fn)(args);
+  }
+  return native();
+}
+
+}  // namespace osteonet::core
