@@ -55,7 +55,7 @@ def bench_model(name, batch, repeats):
             if ref is not None:
                 t["torchvision"].append(timed(lambda: ref(x)))
             t["osteonet_py"].append(timed(lambda: ours(x)))
-            t["osteonet_cpp"].extend(_core.time_forward(ours._cpp, x, 1))
+            t["osteonet_cpp"].extend(_core.time_forward(ours._impl, x, 1))
     med = {k: statistics.median(v) if v else None for k, v in t.items()}
     row = {"model": name, "batch": batch, "size": size, "reference": tv_name,
            "torchvision_ms": med["torchvision"], "osteonet_py_ms": med["osteonet_py"], "osteonet_cpp_ms": med["osteonet_cpp"]}

@@ -67,8 +67,9 @@ void bind_detection(py::module_& m) {
       py::arg("features"), py::arg("boxes"), py::arg("image_sizes"), py::arg("output_size") = 7,
       py::arg("sampling_ratio") = 2);
 
-  py::class_<det::FasterRCNNImpl, std::shared_ptr<det::FasterRCNNImpl>>(m, "Detector",
-                                                                        "A C++ osteonet Faster R-CNN.")
+  // A registered subclass of osteonet._core.Module: a detector returned as a Module is this type.
+  py::class_<det::FasterRCNNImpl, torch::nn::Module, std::shared_ptr<det::FasterRCNNImpl>>(
+      m, "Detector", "A C++ osteonet Faster R-CNN.", py::module_local(), py::multiple_inheritance())
       .def("forward",
            [](det::FasterRCNNImpl& self, const std::vector<torch::Tensor>& images, const py::object& targets) {
              std::vector<det::Target> t;
@@ -87,38 +88,11 @@ void bind_detection(py::module_& m) {
              return py::object(detections_to_list(out.detections));
            },
            py::arg("images"), py::arg("targets") = py::none())
-      .def("train", [](det::FasterRCNNImpl& self, bool mode) { self.train(mode); }, py::arg("mode") = true)
-      .def("train_submodule",
-           [](det::FasterRCNNImpl& self, const std::string& qualname, bool mode) {
-             find_submodule(self, qualname, self.name())->train(mode);
-           })
-      .def_property_readonly("training", [](const det::FasterRCNNImpl& self) { return self.is_training(); })
-      .def("named_parameters", [](const det::FasterRCNNImpl& self) { return to_pairs(self.named_parameters(true)); })
-      .def("named_buffers", [](const det::FasterRCNNImpl& self) { return to_pairs(self.named_buffers(true)); })
-      .def("module_tree", [](det::FasterRCNNImpl& self) { return module_tree(self); })
       .def_property_readonly("name", &det::FasterRCNNImpl::name)
       .def_property_readonly("num_classes", &det::FasterRCNNImpl::num_classes);
-
-  m.def(
-      "create_detector",
-      [](const std::string& name, const std::string& backbone, const std::string& attention, int64_t num_classes,
-         bool fpn, const py::dict& options) -> std::shared_ptr<det::FasterRCNNImpl> {
-        const std::vector<std::string> names{"fasterrcnn", "fasterrcnn_resnet50_fpn",
-                                             "fasterrcnn_mobilenet_v3_large_fpn"};
-        if (std::find(names.begin(), names.end(), name) == names.end())
-          throw_unknown_name("create_model", "detector", name, names);
-        det::FasterRCNNConfig c;
-        c.backbone = name == "fasterrcnn_mobilenet_v3_large_fpn" ? "mobilenet_v3_large"
-                     : name == "fasterrcnn_resnet50_fpn"         ? "resnet50"
-                                                                 : backbone;
-        c.attention = attention;
-        c.num_classes = num_classes;
-        c.fpn = name == "fasterrcnn" ? fpn : true;
-        c.options = to_option_map(options);
-        return det::fasterrcnn(c, name).ptr();
-      },
-      py::arg("name"), py::arg("backbone") = "resnet50", py::arg("attention") = "none", py::arg("num_classes") = 91,
-      py::arg("fpn") = true, py::arg("options") = py::dict());
+  m.def("as_detector", [](const std::shared_ptr<torch::nn::Module>& self) {
+    return as_family<det::FasterRCNNImpl>(self, "detector");
+  });
 }
 
 }  // namespace osteonet::bindings

@@ -15,29 +15,17 @@ namespace osteonet::bindings {
 
 void bind_segmentation(py::module_& root) {
   auto m = root.def_submodule("segmentation", "U-Net, U-Net++, losses, sliding-window inference, matting");
-  py::class_<os::SegmenterImpl, std::shared_ptr<os::SegmenterImpl>>(m, "Segmenter")
+  py::class_<os::SegmenterImpl, std::shared_ptr<os::SegmenterImpl>>(m, "Segmenter", py::module_local())
       .def("forward", [](os::SegmenterImpl& self, const torch::Tensor& x) { return self.forward(x); },
            py::call_guard<py::gil_scoped_release>())
       .def("forward_all", [](os::SegmenterImpl& self, const torch::Tensor& x) { return self.forward_all(x); },
            py::call_guard<py::gil_scoped_release>())
-      .def("train", [](os::SegmenterImpl& self, bool mode) { self.module().train(mode); }, py::arg("mode") = true)
-      .def("train_submodule",
-           [](os::SegmenterImpl& self, const std::string& q, bool mode) {
-             find_submodule(self.module(), q, self.model_name())->train(mode);
-           })
-      .def("named_parameters", [](os::SegmenterImpl& self) { return to_pairs(self.module().named_parameters(true)); })
-      .def("named_buffers", [](os::SegmenterImpl& self) { return to_pairs(self.module().named_buffers(true)); })
-      .def("module_tree", [](os::SegmenterImpl& self) { return module_tree(self.module()); })
       .def_property_readonly("name", &os::SegmenterImpl::model_name)
       .def_property_readonly("in_chans", &os::SegmenterImpl::in_chans)
       .def_property_readonly("num_classes", &os::SegmenterImpl::num_classes);
-  m.def("list_segmenters", &os::list_segmenters);
-  m.def(
-      "create_segmenter",
-      [](const std::string& name, int64_t in_chans, int64_t num_classes, const py::dict& kw) {
-        return os::create_segmenter(name, in_chans, num_classes, to_option_map(kw));
-      },
-      py::arg("name"), py::arg("in_chans") = 1, py::arg("num_classes") = 2, py::arg("options") = py::dict());
+  m.def("as_segmenter", [](const std::shared_ptr<torch::nn::Module>& self) {
+    return as_family<os::SegmenterImpl>(self, "segmenter");
+  });
   m.def("dice_loss", &os::dice_loss, py::arg("logits"), py::arg("target"), py::arg("include_background") = true,
         py::arg("eps") = 1e-5);
   m.def("cross_entropy_loss", &os::cross_entropy_loss, py::arg("logits"), py::arg("target"));

@@ -2,7 +2,6 @@
 // the aggregators, the scan pipeline, preprocessing helpers and occlusion sensitivity.
 #include <torch/extension.h>
 
-#include <osteonet/backbones/registry.hpp>
 #include <osteonet/sequence/aggregators.hpp>
 #include <osteonet/sequence/occlusion.hpp>
 #include <osteonet/sequence/pipeline.hpp>
@@ -13,6 +12,7 @@
 namespace py = pybind11;
 namespace seq = osteonet::sequence;
 using osteonet::backbones::BackboneImpl;
+using ModulePtr = std::shared_ptr<torch::nn::Module>;
 
 namespace osteonet::bindings {
 
@@ -28,19 +28,35 @@ py::dict prediction_dict(const seq::ScanPrediction& p) {
 }  // namespace
 
 void bind_sequence(py::module_& m) {
-  py::class_<seq::OvfResNet34Impl, BackboneImpl, std::shared_ptr<seq::OvfResNet34Impl>>(
-      m, "OvfResNet34", "Seed 002's slice encoder (a Backbone with the 512 -> 32 -> 1 head).",
-      // The C++ class also derives from torch::nn::Module (not bound): pybind must apply pointer offsets.
-      py::multiple_inheritance())
-      .def("backbone_features", &seq::OvfResNet34Impl::backbone_features, py::call_guard<py::gil_scoped_release>())
-      .def("embed", &seq::OvfResNet34Impl::embed, py::call_guard<py::gil_scoped_release>())
-      .def("features", &seq::OvfResNet34Impl::features, py::call_guard<py::gil_scoped_release>())
-      .def("head", &seq::OvfResNet34Impl::head, py::call_guard<py::gil_scoped_release>())
-      .def("set_batchnorm_frozen", &seq::OvfResNet34Impl::set_batchnorm_frozen, py::arg("frozen") = true)
-      .def_property_readonly("batchnorm_frozen", &seq::OvfResNet34Impl::batchnorm_frozen)
-      .def_property_readonly("embed_dim", [](const seq::OvfResNet34Impl& self) { return self.options.embed_dim(); });
+  // Seed 002's slice encoder beyond the backbone interface (a registry model, "ovf_resnet34").
+  auto ovf = [](const ModulePtr& m) { return as_family<seq::OvfResNet34Impl>(m, "ovf_resnet34 slice encoder"); };
+  m.def("ovf_backbone_features", [ovf](const ModulePtr& m, const torch::Tensor& x) {
+    auto e = ovf(m);
+    py::gil_scoped_release release;
+    return e->backbone_features(x);
+  });
+  m.def("ovf_embed", [ovf](const ModulePtr& m, const torch::Tensor& x) {
+    auto e = ovf(m);
+    py::gil_scoped_release release;
+    return e->embed(x);
+  });
+  m.def("ovf_features", [ovf](const ModulePtr& m, const torch::Tensor& x) {
+    auto e = ovf(m);
+    py::gil_scoped_release release;
+    return e->features(x);
+  });
+  m.def("ovf_head", [ovf](const ModulePtr& m, const torch::Tensor& x) {
+    auto e = ovf(m);
+    py::gil_scoped_release release;
+    return e->head(x);
+  });
+  m.def("ovf_set_batchnorm_frozen", [ovf](const ModulePtr& m, bool frozen) { ovf(m)->set_batchnorm_frozen(frozen); },
+        py::arg("module"), py::arg("frozen") = true);
+  m.def("ovf_batchnorm_frozen", [ovf](const ModulePtr& m) { return ovf(m)->batchnorm_frozen(); });
+  m.def("ovf_embed_dim", [ovf](const ModulePtr& m) { return ovf(m)->options.embed_dim(); });
 
-  py::class_<seq::AggregatorImpl, seq::AggregatorPtr>(m, "Aggregator", "A C++ slice aggregator (wrap it with osteonet.sequence).")
+  py::class_<seq::AggregatorImpl, seq::AggregatorPtr>(m, "Aggregator", "The aggregator interface of a C++ module.",
+                                                      py::module_local())
       .def("forward",
            [](seq::AggregatorImpl& self, const torch::Tensor& x, const py::object& lengths) {
              auto len = optional_tensor(lengths);
@@ -48,47 +64,36 @@ void bind_sequence(py::module_& m) {
              return self.forward(x, len);
            },
            py::arg("x"), py::arg("lengths") = py::none())
-      .def("train", [](seq::AggregatorImpl& self, bool mode) { self.train(mode); }, py::arg("mode") = true)
-      .def("train_submodule",
-           [](seq::AggregatorImpl& self, const std::string& qualname, bool mode) {
-             find_submodule(self.module(), qualname, self.name())->train(mode);
-           })
-      .def_property_readonly("training", [](const seq::AggregatorImpl& self) { return self.is_training(); })
-      .def("named_parameters", [](const seq::AggregatorImpl& self) { return to_pairs(self.named_parameters(true)); })
-      .def("named_buffers", [](const seq::AggregatorImpl& self) { return to_pairs(self.named_buffers(true)); })
-      .def("module_tree", [](seq::AggregatorImpl& self) { return module_tree(self.module()); })
       .def_property_readonly("name", &seq::AggregatorImpl::name)
       .def_property_readonly("input_dim", &seq::AggregatorImpl::input_dim)
       .def_property_readonly("takes_probabilities", &seq::AggregatorImpl::takes_probabilities);
+  m.def("as_aggregator", [](const ModulePtr& m) { return as_family<seq::AggregatorImpl>(m, "aggregator"); });
+  auto lstm = [](const ModulePtr& m) { return as_family<seq::LstmAggregatorImpl>(m, "LSTM aggregator"); };
+  m.def("lstm_forward_logits",
+        [lstm](const ModulePtr& m, const torch::Tensor& x, const py::object& lengths) {
+          auto a = lstm(m);
+          auto len = optional_tensor(lengths);
+          py::gil_scoped_release release;
+          return a->forward_logits(x, len);
+        },
+        py::arg("module"), py::arg("x"), py::arg("lengths") = py::none());
+  m.def("lstm_last_hidden",
+        [lstm](const ModulePtr& m, const torch::Tensor& x, const py::object& lengths) {
+          auto a = lstm(m);
+          auto len = optional_tensor(lengths);
+          py::gil_scoped_release release;
+          return a->last_hidden(x, len);
+        },
+        py::arg("module"), py::arg("x"), py::arg("lengths") = py::none());
 
-  py::class_<seq::LstmAggregatorImpl, seq::AggregatorImpl, std::shared_ptr<seq::LstmAggregatorImpl>>(m, "LstmAggregator",
-                                                                                                   py::multiple_inheritance())
-      .def("forward_logits",
-           [](seq::LstmAggregatorImpl& self, const torch::Tensor& x, const py::object& lengths) {
-             auto len = optional_tensor(lengths);
-             py::gil_scoped_release release;
-             return self.forward_logits(x, len);
-           },
-           py::arg("x"), py::arg("lengths") = py::none())
-      .def("last_hidden",
-           [](seq::LstmAggregatorImpl& self, const torch::Tensor& x, const py::object& lengths) {
-             auto len = optional_tensor(lengths);
-             py::gil_scoped_release release;
-             return self.last_hidden(x, len);
-           },
-           py::arg("x"), py::arg("lengths") = py::none());
-
-  m.def(
-      "create_aggregator",
-      [](const std::string& name, const py::dict& options) { return seq::create_aggregator(name, to_option_map(options)); },
-      py::arg("name"), py::arg("options") = py::dict());
-  m.def("aggregator_names", &seq::aggregator_names);
   m.def("lengths_from_mask", &seq::lengths_from_mask, py::arg("mask"));
 
   py::class_<seq::ScanPipeline, std::shared_ptr<seq::ScanPipeline>>(m, "ScanPipeline", "Seed 002's scan-level pipeline.")
-      .def(py::init([](std::shared_ptr<seq::OvfResNet34Impl> encoder, seq::AggregatorPtr aggregator, double center_fraction,
+      .def(py::init([](const ModulePtr& encoder_module, const ModulePtr& aggregator_module, double center_fraction,
                        int64_t min_slices, int64_t image_size, bool antialias, double threshold, int64_t chunk_size,
                        const py::object& pixel_mean) {
+             auto encoder = as_family<seq::OvfResNet34Impl>(encoder_module, "ovf_resnet34 slice encoder");
+             auto aggregator = as_family<seq::AggregatorImpl>(aggregator_module, "aggregator");
              return std::make_shared<seq::ScanPipeline>(std::move(encoder), std::move(aggregator),
                                                         seq::ScanPipelineOptions()
                                                             .center_fraction(center_fraction)
@@ -141,8 +146,9 @@ void bind_sequence(py::module_& m) {
          int64_t batch_size) {
         const auto o = seq::OcclusionOptions().patch_size(patch_size).stride(stride).fill_value(fill_value).batch_size(batch_size);
         seq::OcclusionResult r;
-        if (py::isinstance<seq::OvfResNet34Impl>(model)) {
-          auto enc = model.cast<std::shared_ptr<seq::OvfResNet34Impl>>();
+        std::shared_ptr<seq::OvfResNet34Impl> enc;
+        if (py::isinstance<torch::nn::Module>(model)) enc = as_family<seq::OvfResNet34Impl>(model.cast<ModulePtr>(), "ovf_resnet34 slice encoder");
+        if (enc) {
           OSTEONET_CHECK(enc->num_classes() == 1, "occlusion_sensitivity: the encoder must output one logit, got num_classes=",
                          enc->num_classes());
           py::gil_scoped_release release;

@@ -28,9 +28,10 @@ void bind_train(py::module_& parent) {
       .def("load_state_dict", &ot::Schedule::load_state_dict, py::arg("state"));
 
   m.def("make_schedule", [](const std::string& name, const py::kwargs& kw) {
-    return std::shared_ptr<ot::Schedule>(ot::make_schedule(name, to_option_map(kw)));
+    return ot::make_schedule(name, to_option_map(kw));
   }, py::arg("name"));
   m.def("schedule_names", &ot::schedule_names);
+  m.def("optimizer_names", &ot::optimizer_names);
 
   py::class_<ot::EarlyStopping>(m, "EarlyStopping")
       .def(py::init<int64_t, const std::string&, double>(), py::arg("patience") = 0, py::arg("mode") = "min",

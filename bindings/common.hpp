@@ -78,25 +78,13 @@ py::list detections_to_list(const Detections& detections) {
   return out;
 }
 
-/// (qualified name, C++ type, local parameter names, local buffer names) of every submodule,
-/// parents first: what the Python mirror (osteonet.models.CppModule) rebuilds as nn.Modules.
-inline py::list module_tree(torch::nn::Module& root) {
-  py::list out;
-  for (const auto& kv : root.named_modules("", /*include_self=*/false)) {
-    std::vector<std::string> params, buffers;
-    for (const auto& p : kv.value()->named_parameters(false)) params.push_back(p.key());
-    for (const auto& b : kv.value()->named_buffers(false)) buffers.push_back(b.key());
-    out.append(py::make_tuple(kv.key(), kv.value()->name(), params, buffers));
-  }
-  return out;
-}
-
-/// The submodule of `root` at `qualname` (ValueError when there is none).
-inline std::shared_ptr<torch::nn::Module> find_submodule(torch::nn::Module& root, const std::string& qualname,
-                                                         const std::string& where) {
-  for (const auto& kv : root.named_modules("", /*include_self=*/false))
-    if (kv.key() == qualname) return kv.value();
-  throw osteonet::ValueError(where + ": no submodule named '" + qualname + "'");
+/// `m` as the family interface `T` (TypeError naming the family when it is not one).
+template <typename T>
+std::shared_ptr<T> as_family(const std::shared_ptr<torch::nn::Module>& m, const char* family) {
+  OSTEONET_CHECK_TYPE(m != nullptr, "expected a module, got None");
+  auto p = std::dynamic_pointer_cast<T>(m);
+  OSTEONET_CHECK_TYPE(p != nullptr, m->name(), " is not a ", family);
+  return p;
 }
 
 }  // namespace osteonet::bindings

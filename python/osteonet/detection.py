@@ -12,14 +12,14 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
+from torch import nn
 
 from . import _core
 from .models import CppModule
 
 __all__ = ["create_detector", "Detector", "DETECTOR_NAMES", "nms", "batched_nms", "roi_align", "box_iou"]
 
-DETECTOR_NAMES = ("fasterrcnn", "fasterrcnn_resnet50_fpn", "fasterrcnn_mobilenet_v3_large_fpn")
-
+DETECTOR_NAMES = tuple(e["name"] for e in _core.registry_entries("detector"))
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     """``torchvision.ops.nms`` on LibTorch ops (indices kept, by decreasing score)."""
@@ -44,18 +44,19 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return _core.box_iou(a, b)
 
 
-def create_detector(name: str = "fasterrcnn", backbone: str = "resnet50", attention: Optional[str] = None,
-                    num_classes: int = 91, fpn: bool = True, **options: Any) -> "Detector":
-    """Builds a Faster R-CNN as a ``torch.nn.Module``.
+def create_detector(name: str = "fasterrcnn", backbone: Optional[str] = None, attention: Optional[str] = None,
+                    num_classes: Optional[int] = None, fpn: Optional[bool] = None, **options: Any) -> "Detector":
+    """Builds a Faster R-CNN as a ``torch.nn.Module`` (the same as ``osteonet.create_model(name, ...)``).
 
     Args:
         name: ``"fasterrcnn"`` (any supported backbone) or torchvision's ``"fasterrcnn_resnet50_fpn"`` /
-            ``"fasterrcnn_mobilenet_v3_large_fpn"`` (backbone and fpn fixed).
-        backbone: resnet18/34/50/101, dsnet_resnet50, vgg16(_bn), mobilenet_v2, mobilenet_v3_large.
+            ``"fasterrcnn_mobilenet_v3_large_fpn"`` (backbone and fpn fixed: passing them is an error).
+        backbone: resnet18/34/50/101, dsnet_resnet50, vgg16(_bn), mobilenet_v2, mobilenet_v3_large
+            (default resnet50).
         attention: ``None``/``"none"``, ``"se"``, ``"eca"``, ``"sk"``, ``"ds"`` (``attention_placement`` and
             ``attn_*`` keywords as in :func:`osteonet.create_model`).
-        num_classes: classes including the background (91 for COCO).
-        fpn: a feature pyramid over the body (else the body's last map alone).
+        num_classes: classes including the background (default 91, COCO's).
+        fpn: a feature pyramid over the body (else the body's last map alone; default True).
         **options: torchvision's FasterRCNN keywords and defaults: ``min_size`` (800), ``max_size`` (1333),
             ``rpn_pre_nms_top_n_train/test``, ``rpn_post_nms_top_n_train/test``, ``rpn_nms_thresh``,
             ``rpn_fg_iou_thresh``, ``rpn_bg_iou_thresh``, ``rpn_batch_size_per_image``,
@@ -64,19 +65,18 @@ def create_detector(name: str = "fasterrcnn", backbone: str = "resnet50", attent
             ``box_batch_size_per_image``, ``box_positive_fraction``; plus ``fpn_channels`` (256) and
             ``representation_size`` (1024); ``frozen_bn`` (ResNet bodies: torchvision's FrozenBatchNorm2d,
             the layout of its pretrained COCO weights) and ``trainable_backbone_layers`` (torchvision's
-            rule; default 3 with ``frozen_bn``, else all).
+            rule; default 3 with ``frozen_bn``, else all). ``osteonet.models.model_info(name)["options"]``
+            lists them with their defaults.
     """
-    if not isinstance(name, str) or not isinstance(backbone, str):
-        raise TypeError("create_detector: name and backbone must be str")
-    if attention is not None and not isinstance(attention, str):
-        raise TypeError(f"create_detector: attention must be a str or None, got {type(attention).__name__}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int):
-        raise TypeError(f"create_detector: num_classes must be an int, got {type(num_classes).__name__}")
-    if not isinstance(fpn, bool):
+    from .models import _check_family, create_model
+
+    _check_family(name, "detector", "create_detector")
+    if backbone is not None and not isinstance(backbone, str):
+        raise TypeError(f"create_detector: backbone must be a str, got {type(backbone).__name__}")
+    if fpn is not None and not isinstance(fpn, bool):
         raise TypeError(f"create_detector: fpn must be a bool, got {type(fpn).__name__}")
-    cpp = _core.create_detector(name, backbone, attention or "none", num_classes, fpn, options)
-    config = dict(backbone=backbone, attention=attention, num_classes=num_classes, fpn=fpn, **options)
-    return Detector(cpp, name, config)
+    given = {k: v for k, v in (("backbone", backbone), ("fpn", fpn)) if v is not None}
+    return create_model(name, num_classes=num_classes, attention=attention, **given, **options)
 
 
 def _check_images(images: Any, where: str) -> List[torch.Tensor]:
@@ -93,9 +93,15 @@ def _check_images(images: Any, where: str) -> List[torch.Tensor]:
 
 
 class Detector(CppModule):
-    """A Faster R-CNN. ``forward(images, targets=None)``: losses (training) or detections (eval)."""
+    """A Faster R-CNN. ``forward(images, targets=None)``: losses (training) or detections (eval).
+
+    Its tensor-in, tensor-out submodules (body stages, FPN blocks, the RPN head's convolutions,
+    ``roi_heads.box_head``, ``roi_heads.box_predictor``) can be hooked or replaced, e.g. torchvision's
+    fine-tuning idiom ``model.roi_heads.box_predictor = FastRCNNPredictor(1024, num_classes)``; the
+    parts that take images and targets (transform, backbone, rpn, roi_heads) cannot."""
 
     def forward(self, images: Sequence[torch.Tensor], targets: Optional[List[Dict[str, torch.Tensor]]] = None) -> Any:
+        self._check_not_fx(images)
         images = _check_images(images, self.model_name)
         if self.training and targets is None:
             raise ValueError(f"{self.model_name}: targets are required in training mode")
@@ -103,18 +109,21 @@ class Detector(CppModule):
             if not isinstance(targets, (list, tuple)):
                 raise TypeError(f"{self.model_name}: targets must be a list of dicts, got {type(targets).__name__}")
             targets = [dict(t) if isinstance(t, dict) else t for t in targets]
+        self._sync()
         return self._cpp.forward(images, targets if self.training else None)
 
     @property
     def num_classes(self) -> int:
-        return self._cpp.num_classes
-
-    def __deepcopy__(self, memo: Dict[int, Any]) -> "Detector":
-        clone = create_detector(self.model_name, **self.config)
-        clone.load_state_dict(self.state_dict())
-        clone.train(self.training)
-        memo[id(self)] = clone
-        return clone
+        """Classes including the background, also after ``roi_heads.box_predictor`` was replaced."""
+        predictor = self._module_at("roi_heads.box_predictor")
+        slot = self._osteonet_state.slots.get(id(predictor))
+        if slot is not None and not slot.modified():
+            return self._cpp.num_classes
+        cls_score = getattr(predictor, "cls_score", None)
+        if isinstance(cls_score, nn.Linear):
+            return cls_score.out_features
+        raise AttributeError(f"{self.model_name}.num_classes: roi_heads.box_predictor was replaced by a "
+                             f"{type(predictor).__name__} without a cls_score Linear")
 
     def extra_repr(self) -> str:
-        return f"name={self.model_name!r}, num_classes={self.num_classes}"
+        return f"name={self.model_name!r}, num_classes={self._cpp.num_classes}"

@@ -92,6 +92,11 @@ class InferenceSession:
             raise ValueError(f"InferenceSession: device={device!r} needs a CUDA-enabled PyTorch and a visible GPU; "
                              "torch.cuda.is_available() is False")
         self.model_name = model.model_name
+        if model.python_modified():
+            raise ValueError(f"InferenceSession({self.model_name}): the model has Python-side changes "
+                             f"({', '.join(model.python_modified())}); a session runs the C++ model alone. Use "
+                             "reset_classifier() for a new head, or run the model eagerly")
+        model._sync()
         if self._detector:
             if features:
                 raise ValueError(f"InferenceSession({self.model_name}): features=True applies to backbones; "
@@ -101,10 +106,10 @@ class InferenceSession:
             self._warn_fallback(dtype)
             return
         config = dict(model.config)
-        num_classes = config.pop("num_classes", model.num_classes)
+        config.pop("num_classes", None)
+        config.pop("in_chans", None)
         attention = config.pop("attention", None) or "none"
-        in_chans = config.pop("in_chans", model.in_chans)
-        self._session = _core.InferenceSession(model._cpp, num_classes, attention, in_chans, config,
+        self._session = _core.InferenceSession(model._impl, model.num_classes, attention, model.in_chans, config,
                                                example_input.detach(), dtype, device, cuda_graph, freeze,
                                                num_threads or 0, warmup, max_shapes, features)
         self._warn_fallback(dtype)

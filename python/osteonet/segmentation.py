@@ -19,45 +19,46 @@ _s = _core.segmentation
 
 
 def list_segmenters() -> List[str]:
-    return list(_s.list_segmenters())
+    return [e["name"] for e in _core.registry_entries("segmenter")]
 
 
-def create_segmenter(name: str = "unet", in_chans: int = 1, num_classes: int = 2, **options: Any) -> "Segmenter":
-    """"unet" (encoder=None|"resnet34"|..., base_channels=64, depth=4) or "unet_plusplus"
-    (base_channels=32, depth=4, deep_supervision=False, fast_inference=False)."""
-    if not isinstance(name, str):
-        raise TypeError(f"create_segmenter: name must be a str, got {type(name).__name__}")
-    for k, v in (("in_chans", in_chans), ("num_classes", num_classes)):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise TypeError(f"create_segmenter: {k} must be an int, got {type(v).__name__}")
-    if options.get("encoder") is None:
-        options.pop("encoder", None)
-    cpp = _s.create_segmenter(name, in_chans, num_classes, options)
-    return Segmenter(cpp, name, dict(in_chans=in_chans, num_classes=num_classes, **options))
+def create_segmenter(name: str = "unet", in_chans: Optional[int] = None, num_classes: Optional[int] = None,
+                     **options: Any) -> "Segmenter":
+    """"unet" (in_chans=1, num_classes=2, encoder=None|"resnet34"|..., base_channels=64, depth=4) or
+    "unet_plusplus" (base_channels=32, depth=4, deep_supervision=False, fast_inference=False); the same
+    as ``osteonet.create_model(name, ...)``. Unknown names or keywords raise ValueError."""
+    from .models import _check_family, create_model
+
+    _check_family(name, "segmenter", "create_segmenter")
+    if options.get("encoder", "") is None:
+        options.pop("encoder")
+    return create_model(name, num_classes=num_classes, in_chans=in_chans, **options)
 
 
 class Segmenter(CppModule):
     """Logits N x num_classes x H x W. With deep supervision in training mode: a list of logits, one
     per U-Net++ head (average the losses); in eval: their mean (or the last with fast_inference)."""
 
+    def __init__(self, cpp: Any, name: str, config: Dict[str, Any]) -> None:
+        self.__dict__["_impl"] = _s.as_segmenter(cpp)
+        super().__init__(cpp, name, config)
+
     def forward(self, x: torch.Tensor) -> Union[torch.Tensor, List[torch.Tensor]]:
+        self._check_not_fx(x)
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{self.model_name}: expected a torch.Tensor, got {type(x).__name__}")
+        self._sync()
         if self.training and self.config.get("deep_supervision"):
-            return list(self._cpp.forward_all(x))
-        return self._cpp.forward(x)
+            return list(self._impl.forward_all(x))
+        return self._impl.forward(x)
 
     @property
     def num_classes(self) -> int:
-        return self._cpp.num_classes
+        return self._impl.num_classes
 
-    def __deepcopy__(self, memo: Dict[int, Any]) -> "Segmenter":
-        cfg = dict(self.config)
-        clone = create_segmenter(self.model_name, **cfg)
-        clone.load_state_dict(self.state_dict())
-        clone.train(self.training)
-        memo[id(self)] = clone
-        return clone
+    @property
+    def in_chans(self) -> int:
+        return self._impl.in_chans
 
 
 def dice_loss(logits: torch.Tensor, target: torch.Tensor, include_background: bool = True, eps: float = 1e-5) -> torch.Tensor:
@@ -80,8 +81,9 @@ def sliding_window_inference(model: Union["Segmenter", Callable[[torch.Tensor], 
     image runs the model once, so the result equals whole-image inference."""
     window = [int(w) for w in window]
     with torch.no_grad():
-        if isinstance(model, Segmenter):
-            return _s.sliding_window_segmenter(model._cpp, image, window, overlap, blend)
+        if isinstance(model, Segmenter) and not model.python_modified():
+            model._sync()
+            return _s.sliding_window_segmenter(model._impl, image, window, overlap, blend)
         return _s.sliding_window_callable(model, image, window, overlap, blend)
 
 

@@ -31,7 +31,7 @@ __all__ = [
     "predict_ovf",
 ]
 
-AGGREGATOR_NAMES = tuple(_core.aggregator_names())
+AGGREGATOR_NAMES = tuple(e["name"] for e in _core.registry_entries("aggregator"))
 #: Array axes after reorientation: slices run towards the patient's left, rows towards inferior,
 #: columns towards posterior (the usual sagittal display: head up, face to the viewer's left).
 SAGITTAL_AXCODES = ("L", "I", "P")
@@ -45,41 +45,40 @@ class SliceEncoder(OsteoModel):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """relu(bn1(fc1(pooled))): the 32-d vector the aggregators take (§3.3.1)."""
-        return self._cpp.features(self._check(x, "features"))
+        return _core.ovf_features(self._cpp, self._check(x, "features"))
 
     def backbone_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled ResNet-34 features (N x 512); cache them to train stage 2 with the backbone frozen."""
-        return self._cpp.backbone_features(self._check(x, "backbone_features"))
+        return _core.ovf_backbone_features(self._cpp, self._check(x, "backbone_features"))
 
     def embed(self, pooled: torch.Tensor) -> torch.Tensor:
         """The 32-d embedding from pooled features (N x 512): the part fine-tuned in stage 2."""
-        return self._cpp.embed(self._check(pooled, "embed"))
+        return _core.ovf_embed(self._cpp, self._check(pooled, "embed"))
 
     def head(self, embedding: torch.Tensor) -> torch.Tensor:
         """Logits (N x 1) from embeddings."""
-        return self._cpp.head(self._check(embedding, "head"))
+        return _core.ovf_head(self._cpp, self._check(embedding, "head"))
 
     @property
     def embed_dim(self) -> int:
-        return self._cpp.embed_dim
+        return _core.ovf_embed_dim(self._cpp)
 
     def freeze_batchnorm(self, frozen: bool = True) -> "SliceEncoder":
         """Keeps every BatchNorm in eval mode (through later ``train()`` calls) without gradients (§3.3.1)."""
-        self._cpp.set_batchnorm_frozen(bool(frozen))
+        _core.ovf_set_batchnorm_frozen(self._cpp, bool(frozen))
         self.train(self.training)
         return self
 
     @property
     def batchnorm_frozen(self) -> bool:
-        return self._cpp.batchnorm_frozen
+        return _core.ovf_batchnorm_frozen(self._cpp)
 
-    def train(self, mode: bool = True) -> "SliceEncoder":
-        super().train(mode)
-        if self._cpp.batchnorm_frozen:  # the C++ module re-froze them; mirror its flags
-            for m in self.modules():
-                if getattr(m, "_cpp_type", "") in _BN_TYPES:
-                    nn.Module.train(m, False)
-        return self
+    def _family_state(self) -> Dict[str, Any]:
+        return {"batchnorm_frozen": self.batchnorm_frozen}
+
+    def _restore_family_state(self, state: Dict[str, Any]) -> None:
+        if state.get("batchnorm_frozen"):
+            self.freeze_batchnorm(True)
 
     def load_torchvision_backbone(self, state_dict: Dict[str, torch.Tensor]) -> None:
         """Loads a torchvision ``resnet34`` state dict (e.g. ImageNet weights) into ``backbone.*``; ``fc`` is skipped."""
@@ -91,24 +90,14 @@ class SliceEncoder(OsteoModel):
         own.update(mapped)
         self.load_state_dict(own)
 
-    def __deepcopy__(self, memo: Dict[int, Any]) -> "SliceEncoder":
-        clone = create_slice_encoder(**{k: v for k, v in self.config.items()})
-        clone.load_state_dict(self.state_dict())
-        clone.to(dtype=next(self.parameters()).dtype)
-        if self.batchnorm_frozen:
-            clone.freeze_batchnorm(True)
-        clone.train(self.training)
-        memo[id(self)] = clone
-        return clone
-
 
 def create_slice_encoder(num_classes: int = 1, in_chans: int = 3, attention: Optional[str] = None,
                          embed_dim: int = 32, **options: Any) -> SliceEncoder:
     """Builds the slice encoder ``ovf_resnet34`` (also ``osteonet.create_model("ovf_resnet34", num_classes=1)``)."""
-    base = create_model("ovf_resnet34", num_classes=num_classes, in_chans=in_chans, attention=attention,
-                        embed_dim=embed_dim, **options)
-    config = dict(num_classes=num_classes, in_chans=in_chans, attention=attention, embed_dim=embed_dim, **options)
-    return SliceEncoder(base._cpp, "ovf_resnet34", config)
+    model = create_model("ovf_resnet34", num_classes=num_classes, in_chans=in_chans, attention=attention,
+                         embed_dim=embed_dim, **options)
+    assert isinstance(model, SliceEncoder)
+    return model
 
 
 # ---- aggregators ------------------------------------------------------------------------------------
@@ -136,55 +125,51 @@ class Aggregator(CppModule):
     ``lengths`` (B) marking the valid steps, or a list of T_i x D tensors (padded here).
     """
 
+    def __init__(self, cpp: Any, name: str, config: Dict[str, Any]) -> None:
+        self.__dict__["_impl"] = _core.as_aggregator(cpp)
+        super().__init__(cpp, name, config)
+
     def _inputs(self, x: Any, lengths: Optional[torch.Tensor]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        self._check_not_fx(x)
         if isinstance(x, (list, tuple)):
             if lengths is not None:
                 raise ValueError(f"{self.model_name}: give lengths with a padded tensor, not with a list")
             return pad_sequences(x)
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{self.model_name}: expected a tensor or a list of tensors, got {type(x).__name__}")
-        if self._cpp.takes_probabilities and x.dim() == 2:
+        if self._impl.takes_probabilities and x.dim() == 2:
             x = x.unsqueeze(2)
+        self._sync()
         return x, lengths
 
     def forward(self, x: Any, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return self._cpp.forward(*self._inputs(x, lengths))
+        return self._impl.forward(*self._inputs(x, lengths))
 
     def forward_logits(self, x: Any, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Scan logits (LSTM only): use with ``binary_cross_entropy_with_logits``."""
-        if not hasattr(self._cpp, "forward_logits"):
+        if self.model_name != "lstm":
             raise ValueError(f"{self.model_name}: only the 'lstm' aggregator has logits")
-        return self._cpp.forward_logits(*self._inputs(x, lengths))
+        return _core.lstm_forward_logits(self._cpp, *self._inputs(x, lengths))
 
     @property
     def takes_probabilities(self) -> bool:
         """True for max/mean/vote (slice probabilities in), False for the LSTM (features in)."""
-        return self._cpp.takes_probabilities
+        return self._impl.takes_probabilities
 
     @property
     def input_dim(self) -> int:
-        return self._cpp.input_dim
-
-    def __deepcopy__(self, memo: Dict[int, Any]) -> "Aggregator":
-        clone = create_aggregator(self.model_name, **self.config)
-        clone.load_state_dict(self.state_dict())
-        if len(list(self.parameters())):
-            clone.to(dtype=next(self.parameters()).dtype)
-        clone.train(self.training)
-        memo[id(self)] = clone
-        return clone
-
-    def extra_repr(self) -> str:
-        return f"name={self.model_name!r}"
+        return self._impl.input_dim
 
 
 def create_aggregator(name: str, **options: Any) -> Aggregator:
     """``"max"``, ``"mean"``, ``"vote"`` (``threshold``=0.5) or ``"lstm"`` (``input_size``=32,
-    ``hidden_size``=256, ``num_layers``=1, ``dropout``=0.2)."""
-    if not isinstance(name, str):
-        raise TypeError(f"create_aggregator: name must be a str, got {type(name).__name__}")
-    cpp = _core.create_aggregator(name, options)
-    return Aggregator(cpp, cpp.name, options)
+    ``hidden_size``=256, ``num_layers``=1, ``dropout``=0.2); the same as ``osteonet.create_model(name, ...)``."""
+    from .models import _check_family
+
+    _check_family(name, "aggregator", "create_aggregator")
+    model = create_model(name, **options)
+    assert isinstance(model, Aggregator)
+    return model
 
 
 # ---- losses and two-stage training helpers ----------------------------------------------------------
@@ -293,6 +278,10 @@ class ScanPipeline:
             raise TypeError(f"ScanPipeline: encoder must be a SliceEncoder, got {type(encoder).__name__}")
         if not isinstance(aggregator, Aggregator):
             raise TypeError(f"ScanPipeline: aggregator must be an Aggregator, got {type(aggregator).__name__}")
+        for name, m in (("encoder", encoder), ("aggregator", aggregator)):
+            if m.python_modified():
+                raise ValueError(f"ScanPipeline: the {name} has Python-side changes ({', '.join(m.python_modified())}); "
+                                 "the pipeline runs the C++ model")
         self.encoder, self.aggregator = encoder, aggregator
         self._cpp = _core.ScanPipeline(encoder._cpp, aggregator._cpp, float(center_fraction), int(min_slices),
                                        int(image_size), bool(antialias), float(threshold), int(chunk_size), pixel_mean)
@@ -396,7 +385,8 @@ def occlusion_sensitivity(model: Any, image: torch.Tensor, patch_size: int = 32,
     it, i.e. preprocessed). Returns ``heatmap`` (H x W, the mean drop of the patches covering each
     pixel), ``grid`` (drop per patch position), ``ys``/``xs`` (patch corners), ``base_probability``.
     """
-    if isinstance(model, SliceEncoder):
+    if isinstance(model, SliceEncoder) and not model.python_modified():
+        model._sync()
         target = model._cpp
     elif callable(model):
         def target(x):  # noqa: ANN001

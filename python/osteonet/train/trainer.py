@@ -38,7 +38,7 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
 
 
 def _is_batchnorm(m: torch.nn.Module) -> bool:
-    return isinstance(m, torch.nn.modules.batchnorm._BatchNorm) or getattr(m, "_cpp_type", "").startswith("BatchNorm")
+    return isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
 
 
 def freeze_batchnorm(model: torch.nn.Module) -> int:
