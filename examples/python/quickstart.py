@@ -20,7 +20,7 @@ for step in range(3):
 
 model.eval()
 with torch.no_grad():
-    for info, fmap in zip(model.feature_info, model.forward_features(x[:1])):
+    for info, fmap in zip(model.feature_info, model.forward_intermediates(x[:1], intermediates_only=True)):
         print(f"{info['name']:8s} stride {info['stride']:2d} -> {tuple(fmap.shape)}")
 torch.save(model.state_dict(), "/tmp/dsnet_resnet50.pt")
 print("saved /tmp/dsnet_resnet50.pt; reload with create_model(...).load_state_dict(torch.load(...))")

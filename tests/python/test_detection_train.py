@@ -123,7 +123,7 @@ def test_ds_detector_overfits_to_map_1():
     # from the batch statistics the model trained with; evaluate with batch statistics (the BN
     # submodules back in train mode, the detector itself in eval) to test what was learned.
     for m in model.modules():
-        if getattr(m, "_cpp_type", "").startswith("BatchNorm"):
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.train()
     with torch.no_grad():
         dets = model(images)

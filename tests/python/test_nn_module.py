@@ -100,7 +100,7 @@ def test_double_and_to_keep_parameters_and_buffers_shared(model):
     assert not torch.allclose(y_big, y_zero)
 
 
-def test_deepcopy_is_independent_and_pickle_gives_clear_error(model):
+def test_deepcopy_is_independent_and_pickle_round_trips(model):
     model.eval()
     clone = copy.deepcopy(model)
     x = torch.randn(1, 3, 64, 64)
@@ -108,18 +108,23 @@ def test_deepcopy_is_independent_and_pickle_gives_clear_error(model):
         assert torch.equal(model(x), clone(x))
         clone.fc.bias.add_(1)
         assert not torch.equal(model(x), clone(x))
-    with pytest.raises(TypeError, match="state_dict"):
-        pickle.dumps(model)
+        again = pickle.loads(pickle.dumps(model))
+        assert torch.equal(model(x), again(x)) and not again.training
 
 
-def test_feature_info_and_forward_features():
+def test_feature_info_and_forward_intermediates():
     m = osteonet.create_model("resnet50").eval()
     assert [f["name"] for f in m.feature_info] == ["relu", "layer1", "layer2", "layer3", "layer4"]
     assert [f["stride"] for f in m.feature_info] == [2, 4, 8, 16, 32]
+    x = torch.randn(1, 3, 128, 128)
     with torch.no_grad():
-        feats = m.forward_features(torch.randn(1, 3, 128, 128))
-    assert [f.shape[1] for f in feats] == [64, 256, 512, 1024, 2048]
-    assert feats[-1].shape[-1] == 4
+        final, feats = m.forward_intermediates(x)
+        assert [f.shape[1] for f in feats] == [64, 256, 512, 1024, 2048]
+        assert feats[-1].shape[-1] == 4 and torch.equal(final, feats[-1])
+        assert [f.shape[1] for f in m.forward_intermediates(x, indices=2, intermediates_only=True)] == [1024, 2048]
+        assert torch.equal(m.forward_features(x), final)
+        assert torch.equal(m.forward_head(final), m(x))
+        assert m.forward_head(final, pre_logits=True).shape == (1, 2048)
 
 
 def test_requires_grad_false_freezes(model):

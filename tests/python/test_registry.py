@@ -32,7 +32,7 @@ def test_forward_backward_features(name, attention):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
     model.eval()
     with torch.no_grad():
-        feats = model.forward_features(x)
+        feats = model.forward_intermediates(x, intermediates_only=True)
     info = model.feature_info
     assert len(feats) == len(info) >= 4
     for f, i in zip(feats, info):
