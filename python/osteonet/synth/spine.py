@@ -77,6 +77,7 @@ class VertebraTruth:
     reference_height_mm: float = float("nan")
     height_loss: float = float("nan")
     genant_grade: Optional[int] = None
+    body_in_view: bool = True  # False: only posterior elements of this vertebra are in the field of view
 
 
 @dataclasses.dataclass
@@ -362,7 +363,7 @@ def spine_volume(shape: Sequence[int] = (110, 170, 170), spacing: Sequence[float
         idx = [v + s.start for v, s in zip(np.nonzero(body & (bodies[sl] == 1)), sl)]
         if idx[0].size == 0:
             if truth.label in present:
-                truth.complete = False
+                truth.complete, truth.body_in_view = False, False
                 kept.append(truth)
             continue
         truth.complete = not any(v.min() == 0 or v.max() == n - 1 for v, n in zip(idx, shape))
