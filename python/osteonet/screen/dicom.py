@@ -225,9 +225,9 @@ _MM = ("mm", "UCUM", "millimeter")
 _ACR_CODES = {"normal": ("ACR-NORMAL", "Normal BMD (> 120 mg/cm3)"), "osteopenia": ("ACR-OSTEOPENIA", "Osteopenia (80-120 mg/cm3)"),
               "osteoporosis": ("ACR-OSTEOPOROSIS", "Osteoporosis (< 80 mg/cm3)")}
 _GENANT = ("Genant grade 0 (normal)", "Genant grade 1 (mild)", "Genant grade 2 (moderate)", "Genant grade 3 (severe)")
-_PICKHARDT = {"osteoporosis_likely": "L1 attenuation <= 110 HU (osteoporosis likely)",
-              "low_bmd_possible": "L1 attenuation <= 160 HU (low BMD possible)",
-              "osteoporosis_unlikely": "L1 attenuation > 160 HU (osteoporosis unlikely)"}
+_PICKHARDT = {"osteoporosis_likely": ("L1-OP-LIKELY", "L1 attenuation <= 110 HU (osteoporosis likely)"),
+              "low_bmd_possible": ("L1-LOWBMD-POSS", "L1 attenuation <= 160 HU (low BMD possible)"),
+              "osteoporosis_unlikely": ("L1-OP-UNLIKELY", "L1 attenuation > 160 HU (osteoporosis unlikely)")}
 
 
 def _num(concept, value, units, derivation=None):
@@ -326,7 +326,7 @@ def sr_dataset(ct_meta: Dict[str, Any], seg, report: Dict[str, Any], version: st
                 l1 = report["l1_screen"]
                 if v["name"] == "L1" and l1["available"]:
                     children.append(_item("CONTAINS", "CODE", _code("PICKHARDT-L1", PRIVATE, "L1 attenuation profile (Pickhardt 2013)"),
-                                          code=_code(l1["profile"].upper().replace("_", "-"), PRIVATE, _PICKHARDT[l1["profile"]])))
+                                          code=_code(_PICKHARDT[l1["profile"]][0], PRIVATE, _PICKHARDT[l1["profile"]][1])))
             groups.append(_item("CONTAINS", "CONTAINER", _code("125007", "DCM", "Measurement Group"), children=children))
     content = [
         _item("HAS CONCEPT MOD", "CODE", _code("121049", "DCM", "Language of Content Item and Descendants"),

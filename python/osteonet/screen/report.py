@@ -208,6 +208,7 @@ td, th {{ border: 1px solid #bbb; padding: 3px 6px; text-align: right; }}
 th {{ background: #eee; }} td:first-child {{ text-align: left; font-weight: bold; }}
 td.cls {{ color: #fff; font-weight: bold; text-align: center; }}
 .warn {{ background: #fff3cd; border: 1px solid #e0b000; padding: 8px; margin: 8px 0; }}
+table.text td {{ text-align: left; }}
 img {{ max-width: 100%; }} .small {{ font-size: 12px; color: #333; }}
 </style></head><body>
 <h1>Opportunistic osteoporosis and fracture screen</h1>
@@ -223,7 +224,7 @@ img {{ max-width: 100%; }} .small {{ font-size: 12px; color: #333; }}
 <th>p(fracture)</th><th>body ml</th><th>flags</th></tr>
 {''.join(rows)}
 </table>
-<h2>Thresholds</h2><table><tr><th>profile</th><th>measure</th><th>thresholds</th><th>reference</th></tr>{thresholds}</table>
+<h2>Thresholds</h2><table class="text"><tr><th>profile</th><th>measure</th><th>thresholds</th><th>reference</th></tr>{thresholds}</table>
 <h2>Method</h2>
 <p class="small">Vertebral body: {e(m['body'])}. Trabecular ROI: the body's voxels more than {m['roi_margin_mm']:g} mm
 from its outside; HU mean, median and SD over it. BMD: {e(cal['description'])}. Heights along each vertebra's own
