@@ -7,6 +7,7 @@
 #include <xtensor/xview.hpp>
 
 #include <array>
+#include <cmath>
 #include <cstdint>
 #include <deque>
 #include <limits>
@@ -212,16 +213,24 @@ inline Mask2 close3x3(const Mask2& mask) {
   return out;
 }
 
-/// Binary opening of a 2-D mask with a disk of `radius` pixels: removes the parts narrower than the
-/// disk (processes and pedicle stubs) and keeps broad shapes (a body's cross-section) as they are.
-inline Mask2 open_disk(const Mask2& mask, int64_t radius) {
-  const auto& sh = mask.shape();
-  const int64_t h = sh[0], w = sh[1];
+namespace detail {
+
+inline std::vector<std::pair<int64_t, int64_t>> disk_offsets(int64_t radius) {
   std::vector<std::pair<int64_t, int64_t>> disk;
   for (int64_t dy = -radius; dy <= radius; ++dy)
     for (int64_t dx = -radius; dx <= radius; ++dx)
       if (dy * dy + dx * dx <= radius * radius) disk.emplace_back(dy, dx);
-  Mask2 ero = xt::zeros<uint8_t>(sh), out = xt::zeros<uint8_t>(sh);
+  return disk;
+}
+
+}  // namespace detail
+
+/// Binary erosion of a 2-D mask with a disk of `radius` pixels (outside the image is background).
+inline Mask2 erode_disk(const Mask2& mask, int64_t radius) {
+  const auto& sh = mask.shape();
+  const int64_t h = sh[0], w = sh[1];
+  const auto disk = detail::disk_offsets(radius);
+  Mask2 out = xt::zeros<uint8_t>(sh);
   for (int64_t y = 0; y < h; ++y)
     for (int64_t x = 0; x < w; ++x) {
       if (!mask(y, x)) continue;
@@ -233,17 +242,36 @@ inline Mask2 open_disk(const Mask2& mask, int64_t radius) {
           break;
         }
       }
-      ero(y, x) = all;
+      out(y, x) = all;
     }
+  return out;
+}
+
+/// Binary dilation of a 2-D mask with a disk of `radius` pixels.
+inline Mask2 dilate_disk(const Mask2& mask, int64_t radius) {
+  const auto& sh = mask.shape();
+  const int64_t h = sh[0], w = sh[1];
+  const auto disk = detail::disk_offsets(radius);
+  Mask2 out = xt::zeros<uint8_t>(sh);
   for (int64_t y = 0; y < h; ++y)
     for (int64_t x = 0; x < w; ++x) {
-      if (!ero(y, x)) continue;
+      if (!mask(y, x)) continue;
       for (const auto& d : disk) {
         const int64_t yy = y + d.first, xx = x + d.second;
         if (yy >= 0 && yy < h && xx >= 0 && xx < w) out(yy, xx) = 1;
       }
     }
   return out;
+}
+
+/// What survives of `mask` when the parts narrower than a disk of `radius` pixels are removed: the
+/// opening (erosion then dilation) grown back by 0.42 radius inside the mask, which restores the
+/// corners an opening rounds off (a right-angled corner lies within (sqrt 2 - 1) radius of it) and
+/// keeps only short stubs of the thin parts.
+inline Mask2 remove_thin_parts(const Mask2& mask, int64_t radius) {
+  Mask2 opened = dilate_disk(erode_disk(mask, radius), radius);
+  const int64_t regrow = static_cast<int64_t>(std::ceil(0.42 * static_cast<double>(radius)));
+  return xt::cast<uint8_t>(xt::equal(dilate_disk(opened, regrow), uint8_t(1)) && xt::equal(mask, uint8_t(1)));
 }
 
 }  // namespace osteonet::screen

@@ -166,8 +166,8 @@ inline void refine_anterior(const VoxelCloud& body, VertebraFrame& f) {
 /// field of view), the first gap behind the body along the midline is the canal ("midline"); without
 /// one, the body ends where the cross-sectional area, walking back from its widest slab, falls below
 /// 30 % of it ("profile"). `source` says which rule ran. What lies in front of the cut is then kept
-/// where the cross-section, opened with a 4 mm disk, still covers it (processes and pedicle stubs are
-/// thinner), and the largest connected piece is the body. Returns a mask over the same crop.
+/// where its cross-section is broader than a 4 mm disk (remove_thin_parts: processes and pedicle stubs
+/// are thinner), and the largest connected piece is the body. Returns a mask over the same crop.
 inline Mask3 derive_body(const Mask3& vertebra, const VoxelCloud& cloud, const std::array<int64_t, 3>& lo,
                          const VoxelGeometry& g, const VertebraFrame& f, std::string& source) {
   const std::size_t n = cloud.size();
@@ -241,13 +241,13 @@ inline Mask3 derive_body(const Mask3& vertebra, const VoxelCloud& cloud, const s
     a_cut = amin + (y + 0.5) * px;
     source = "profile";
   }
-  // The body's footprint in front of the cut, opened with a 4 mm disk: lateral processes and pedicle
-  // stubs that reach in front of the cut are narrower than that and fall away.
+  // The body's footprint in front of the cut without its parts narrower than a 4 mm disk: lateral
+  // processes and pedicle stubs that reach in front of the cut fall away.
   Mask2 front = xt::zeros<uint8_t>({h, w});
   for (std::size_t t = 0; t < n; ++t)
     if (a(t) > a_cut)
       front(static_cast<std::size_t>(std::lround((a(t) - amin) / px)), static_cast<std::size_t>(std::lround((r(t) - rmin) / px))) = 1;
-  front = open_disk(close3x3(front), std::max<int64_t>(1, std::lround(4.0 / px)));
+  front = remove_thin_parts(close3x3(front), std::max<int64_t>(1, std::lround(4.0 / px)));
   for (std::size_t t = 0; t < n; ++t)
     if (a(t) > a_cut &&
         front(static_cast<std::size_t>(std::lround((a(t) - amin) / px)), static_cast<std::size_t>(std::lround((r(t) - rmin) / px))))
@@ -255,6 +255,23 @@ inline Mask3 derive_body(const Mask3& vertebra, const VoxelCloud& cloud, const s
            static_cast<std::size_t>(cloud.index(t, 2) - lo[2])) = 1;
   return largest_component(body);
 }
+
+namespace detail {
+
+/// The integral from -inf to x of the triangle max(0, 1 - |t| / half), element-wise.
+inline xt::xtensor<double, 1> triangle_cdf(const xt::xtensor<double, 1>& x, double half) {
+  return xt::where(x <= -half, 0.0,
+                   xt::where(x <= 0.0, (x + half) * (x + half) / (2.0 * half),
+                             xt::where(x < half, half - (half - x) * (half - x) / (2.0 * half), half)));
+}
+
+/// The triangle of half-width `half` averaged over [x - box, x + box], element-wise.
+inline xt::xtensor<double, 1> box_filtered_triangle(const xt::xtensor<double, 1>& x, double half, double box) {
+  const xt::xtensor<double, 1> hi = x + box, lo = x - box;
+  return (triangle_cdf(hi, half) - triangle_cdf(lo, half)) / (2.0 * box);
+}
+
+}  // namespace detail
 
 /// Heights of the body at its anterior, middle and posterior columns (mm), measured along the
 /// frame's superior axis: the body volume inside a column kernel divided by the kernel's area.
@@ -270,8 +287,9 @@ struct Heights {
 /// columns sit at `inset` of the depth from the anterior and posterior walls and at its middle. Each
 /// height is sum(w) * voxel volume / (Ta * Tr) over the body's voxels, with w the product of
 /// triangular kernels of half-widths Ta (along anterior, at the column) and Tr (along right, at the
-/// midline): the mean extent of the body along `superior` under the kernel. Counting every voxel
-/// under a smooth kernel makes the estimate sub-voxel where the endplates cross voxel rows.
+/// midline), each averaged over the voxel's projected extent: the mean extent of the body along
+/// `superior` under the kernel. Counting every voxel under a smooth kernel makes the estimate
+/// sub-voxel where the endplates cross voxel rows.
 inline Heights column_heights(const VoxelCloud& body, const VoxelGeometry& g, const VertebraFrame& f, double inset,
                               double column_half_width, double lateral_half_width) {
   Heights out;
@@ -286,11 +304,16 @@ inline Heights column_heights(const VoxelCloud& body, const VoxelGeometry& g, co
   out.depth_mm = amax - amin;
   const double ta = std::min(column_half_width, inset * out.depth_mm);
   out.column_half_width_mm = ta, out.lateral_half_width_mm = tr;
-  const auto wr = xt::eval(xt::maximum(0.0, 1.0 - xt::abs(r) / tr));
+  // Each voxel weighs the kernel averaged over its own extent along the axis (a triangle convolved with
+  // the voxel's projected width): on a lattice aligned with the axis these weights sum exactly to the
+  // kernel's integral whatever the kernel's width and phase; oblique lattices average out anyway.
+  const xt::xtensor<double, 1> wr = detail::box_filtered_triangle(r, tr, g.half_extent_along(f.right));
+  const double ha = g.half_extent_along(f.anterior);
   const std::array<double, 3> u{1.0 - inset, 0.5, inset};
   for (int c = 0; c < 3; ++c) {
     const double ac = amin + u[c] * out.depth_mm;
-    const double s = xt::sum(xt::maximum(0.0, 1.0 - xt::abs(a - ac) / ta) * wr)();
+    const xt::xtensor<double, 1> da = a - ac;
+    const double s = xt::sum(detail::box_filtered_triangle(da, ta, ha) * wr)();
     out.column_mm[c] = ac;
     out.heights_mm[c] = s * g.voxel_volume_mm3() / (ta * tr);
   }
