@@ -107,15 +107,18 @@ def screen(ct: str, out: Optional[str] = None, masks: Optional[str] = None, body
     # ---- inputs, all checked before anything is written ----
     log(f"reading {ct}")
     vol = read_ct(ct)
-    table = load_table(labels if masks is not None else "osteonet")
     seg_info: Dict[str, Any] = {"source": "user", "path": masks}
     if masks is not None:
+        if seg_checkpoint is not None:
+            raise ValueError(f"screen: seg_checkpoint is for osteonet's own segmentation, but masks were given "
+                             f"(seg_checkpoint={seg_checkpoint})")
+        table = load_table(labels)
         label_map = read_label_map(masks, vol, "vertebra label map")
     else:
         from .segment import segment_vertebrae
 
         log("segmenting the vertebrae (osteonet's own model)")
-        label_map, seg_info = segment_vertebrae(vol, checkpoint=seg_checkpoint, progress=progress)
+        label_map, table, seg_info = segment_vertebrae(vol, checkpoint=seg_checkpoint, progress=progress)
     body = None
     if body_mask is not None:
         bm = read_label_map(body_mask, vol, "body mask")
@@ -148,7 +151,7 @@ def screen(ct: str, out: Optional[str] = None, masks: Optional[str] = None, body
 
         log("fracture classifier")
         t2 = time.perf_counter()
-        probs = fracture_probabilities(fracture_model, vol, vertebrae)
+        probs = fracture_probabilities(fracture_model, vol, vertebrae, bodies=m["bodies"])
         for v, p in zip(vertebrae, probs):
             v["fracture_probability"] = p
         timings["fracture_s"] = time.perf_counter() - t2
