@@ -93,15 +93,23 @@ def test_csv_matches_the_report(case):
             assert r["height_anterior_mm"] == "" and r["genant_grade"] == ""
 
 
+def ct_order(path, series):
+    """A mask written by the screen, on the series' voxel grid in the series' array order (it must be
+    the same grid: read_label_map refuses anything else)."""
+    from osteonet.screen import read_ct, read_label_map
+
+    return read_label_map(str(path), read_ct(str(series)))
+
+
 def test_nifti_masks_in_the_ct_geometry(case):
     import nibabel as nib
 
     vol, paths, root, out, rep = case
     for name in ("bodies.nii.gz", "rois.nii.gz"):
-        img = nib.load(str(out / name))
-        assert img.shape == vol.hu.shape and np.allclose(img.affine, vol.affine, atol=1e-4)
-    bodies = np.asarray(nib.load(str(out / "bodies.nii.gz")).dataobj)
-    rois = np.asarray(nib.load(str(out / "rois.nii.gz")).dataobj)
+        img = nib.load(str(out / name))  # a DICOM series' masks: column, row, slice order (as dcm2niix)
+        assert img.shape == vol.hu.shape[::-1] and np.allclose(img.affine, vol.affine[:, [2, 1, 0, 3]], atol=1e-4)
+    bodies = ct_order(out / "bodies.nii.gz", root / "dcm")
+    rois = ct_order(out / "rois.nii.gz", root / "dcm")
     for v in rep["vertebrae"]:
         b = bodies == v["mask_value"]
         assert int(b.sum()) == v["body_voxels"] and int((rois == v["mask_value"]).sum()) == v["roi_voxels"]
@@ -140,8 +148,8 @@ def test_seg_frames_map_back_onto_the_nifti_masks(case):
         assert src == meta["sop_uids"][k]
         vol_k = rebuilt.setdefault(number, np.zeros(vol.hu.shape, bool))
         vol_k[k] = frames[i]
-    bodies = np.asarray(nib.load(str(out / "bodies.nii.gz")).dataobj)
-    rois = np.asarray(nib.load(str(out / "rois.nii.gz")).dataobj)
+    bodies = ct_order(out / "bodies.nii.gz", root / "dcm")
+    rois = ct_order(out / "rois.nii.gz", root / "dcm")
     by_label = {s.SegmentLabel: int(s.SegmentNumber) for s in seg.SegmentSequence}
     for v in rep["vertebrae"]:
         if not v["body_voxels"]:

@@ -93,7 +93,7 @@ def read_dicom_series(folder: str, series_uid: Optional[str] = None,
     else:
         order = np.argsort([m["instance"] for _, m in slices])
     slices = [slices[i] for i in order]
-    volume = np.stack([a for a, _ in slices]).astype(np.float32)
+    volume = np.stack([a for a, _ in slices]).astype(np.float32, copy=False)
     first = slices[0][1]
     dy, dx = first["pixel_spacing"]
     dz = float(np.dot(normal, np.subtract(slices[-1][1]["position"], first["position"])) / (len(slices) - 1)) \

@@ -153,11 +153,21 @@ def segmentation_dataset(ct_meta: Dict[str, Any], bodies: np.ndarray, rois: np.n
         d.DimensionDescriptionLabel = label
         idx.append(d)
     ds.DimensionIndexSequence = Seq(idx)
+    from scipy import ndimage
+
     frames, bits = [], []
     sop_class = ct_meta["sop_class_uid"]
+    boxes = {"body": ndimage.find_objects(bodies), "roi": ndimage.find_objects(rois)}  # one pass each
     for number, _label, kind, value in segs:
-        vol = (bodies if kind == "body" else rois) == value
-        for k in np.flatnonzero(vol.reshape(vol.shape[0], -1).any(axis=1)):
+        arr = bodies if kind == "body" else rois
+        box = boxes[kind][value - 1] if value - 1 < len(boxes[kind]) else None
+        if box is None:
+            continue
+        sub = arr[box] == value
+        for kk in np.flatnonzero(sub.reshape(sub.shape[0], -1).any(axis=1)):
+            k = box[0].start + int(kk)
+            frame = np.zeros(arr.shape[1:], bool)
+            frame[box[1], box[2]] = sub[kk]
             f = Dataset()
             der = Dataset()
             srcimg = _ref_sop(sop_class, ct_meta["sop_uids"][k])
@@ -175,7 +185,7 @@ def segmentation_dataset(ct_meta: Dict[str, Any], bodies: np.ndarray, rois: np.n
             si.ReferencedSegmentNumber = number
             f.SegmentIdentificationSequence = Seq([si])
             frames.append(f)
-            bits.append(vol[k].reshape(-1))
+            bits.append(frame.reshape(-1))
     ds.PerFrameFunctionalGroupsSequence = Seq(frames)
     ds.NumberOfFrames = len(frames)
     packed = np.packbits(np.concatenate(bits) if bits else np.zeros(0, bool), bitorder="little").tobytes()

@@ -39,6 +39,12 @@ class CTVolume:
     def to_file_layout(self, arr: np.ndarray) -> np.ndarray:
         return arr.T if self.transposed else arr
 
+    def nifti_view(self, arr: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """(array, affine) for writing an array on the CT's grid as NIfTI without copying: the axes
+        reversed (NIfTI stores the first axis fastest). For a NIfTI CT this is the file's own layout;
+        for a DICOM series, column, row, slice order (as dcm2niix writes a series)."""
+        return arr.T, self.affine[:, [2, 1, 0, 3]]
+
     @property
     def spacing(self) -> Tuple[float, float, float]:
         return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))

@@ -1,7 +1,8 @@
 """`osteonet.screen.screen`: the whole screen of one CT. Inputs are read and checked first (one
 ValueError each, nothing written), then everything is measured and rendered in memory, then each output
 file is written atomically (osteonet.io): report.json, vertebrae.csv, report.png, report.html,
-bodies.nii.gz and rois.nii.gz (label maps in the CT's geometry, value = the vertebra's `mask_value`),
+bodies.nii.gz and rois.nii.gz (label maps on the CT's voxel grid, value = the vertebra's `mask_value`;
+a NIfTI CT's own axis order, a DICOM series' column, row, slice order),
 segmentation.nii.gz when osteonet segmented the vertebrae itself, and for a DICOM series seg.dcm (DICOM
 Segmentation) and sr.dcm (TID 1500 structured report)."""
 
@@ -211,10 +212,10 @@ def screen(ct: str, out: Optional[str] = None, masks: Optional[str] = None, body
         log("rendering the report")
         png = srep.report_png(vol.hu, vol.affine, m["bodies"], vertebrae, title=f"osteonet screen: {os.path.basename(os.fspath(ct).rstrip('/'))}")
         files["report.png"] = png
-        files["bodies.nii.gz"] = _nifti_bytes(vol.to_file_layout(m["bodies"]), vol.file_affine)
-        files["rois.nii.gz"] = _nifti_bytes(vol.to_file_layout(m["rois"]), vol.file_affine)
+        files["bodies.nii.gz"] = _nifti_bytes(*vol.nifti_view(m["bodies"]))
+        files["rois.nii.gz"] = _nifti_bytes(*vol.nifti_view(m["rois"]))
         if seg_info["source"] == "osteonet":
-            files["segmentation.nii.gz"] = _nifti_bytes(vol.to_file_layout(label_map), vol.file_affine)
+            files["segmentation.nii.gz"] = _nifti_bytes(*vol.nifti_view(label_map))
         if vol.kind == "dicom" and dicom_outputs:
             seg = sdicom.segmentation_dataset(vol.meta, m["bodies"], m["rois"], vertebrae, osteonet.__version__, now)
             files["seg.dcm"] = sdicom.to_bytes(seg)
