@@ -66,7 +66,7 @@ def check_against_truth(vol, res, height_tol, bodies_only=False, grades_exact=Tr
             assert {"incomplete", "no_body"} & set(v["flags"]), v["flags"]
             continue
         assert abs(v["hu_mean"] - t.hu) <= 0.5, (t.name, v["hu_mean"], t.hu)
-        assert abs(v["hu_median"] - t.hu) <= 0.5, (t.name, v["hu_median"], t.hu)
+        assert abs(v["hu_median"] - t.hu) <= 1.0, (t.name, v["hu_median"], t.hu)  # 0.5 HU steps: the median jumps
         assert v["hu_sd"] == pytest.approx(10.0, abs=1.5)  # the generator's noise
         h = v["heights_mm"]
         for got_h, true_h in zip((h["anterior"], h["middle"], h["posterior"]), t.heights_mm):

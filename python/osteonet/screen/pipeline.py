@@ -123,11 +123,11 @@ def screen(ct: str, out: Optional[str] = None, masks: Optional[str] = None, body
     body = None
     if body_mask is not None:
         bm = read_label_map(body_mask, vol, "body mask")
-        values = np.flatnonzero(np.bincount(bm.reshape(-1).astype(np.int64) if bm.dtype != np.uint8 else bm.reshape(-1)))
-        extra = [int(v) for v in values if v not in (0, 1, 2)]
-        if extra:
-            raise ValueError(f"{body_mask}: a body mask holds 0, 1 (vertebral body) and 2 (disc), got values {extra[:8]}")
-        body = (bm == 1).astype(np.uint8)
+        extra = bm[bm > 2]
+        if extra.size:
+            raise ValueError(f"{body_mask}: a body mask holds 0, 1 (vertebral body) and 2 (disc), got values "
+                             f"{[int(v) for v in np.unique(extra)[:8]]}")
+        body = (bm == 1).view(np.uint8)
     if phantom_mask is not None:
         rods = read_label_map(phantom_mask, vol, "phantom mask")
         cal = from_phantom(vol.hu, rods, phantom_densities, where=phantom_mask)

@@ -257,7 +257,7 @@ def training_slices(n_volumes: int, seed: int = 0, crop: int = 96, progress: boo
 def train_spine_segmenter(out: str, n_volumes: int = 24, epochs: int = 15, seed: int = 0, batch_size: int = 16,
                           lr: float = 3e-3, crop: int = 96, progress: bool = True) -> Dict[str, Any]:
     """Trains the screen's U-Net on synthetic spines (osteonet.synth.spine) and writes OUT/spine_unet.pt
-    (model weights only) and OUT/train_log.json; returns the log. Deterministic in `seed`."""
+    (model weights only) and OUT/train_log.json; returns the log. Seeded by `seed`."""
     from ..io import write_json
     from ..segmentation import balanced_class_weights, segmentation_step
     from ..train import Trainer, create_optimizer, make_schedule, save_checkpoint, seed_everything
