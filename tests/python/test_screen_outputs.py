@@ -358,3 +358,34 @@ def test_command_line(tmp_path, capsys):
     assert [x for x in err if not x.startswith("screen: ")] == [err[-1]]
     assert err[-1].startswith("osteonet screen: error:") and "'verse'" in err[-1]
     assert not os.path.exists(tmp_path / "o2")
+
+
+def test_phantom_and_linear_calibrations_end_to_end(tmp_path):
+    """An in-scan phantom (rods written into the CT, their label map beside it) and a user line."""
+    import nibabel as nib
+
+    vol, files, paths = series(tmp_path)
+    hu = vol.hu.copy()
+    rods = np.zeros(hu.shape, np.uint8)
+    for k, (value, sl) in enumerate([(0.0, np.s_[2:6, 1:4, 1:4]), (100.0, np.s_[2:6, 1:4, -4:-1]),
+                                     (200.0, np.s_[-6:-2, 1:4, 1:4])], start=1):
+        hu[sl], rods[sl] = value, k
+    nib.save(nib.Nifti1Image(hu, vol.affine), str(tmp_path / "ct_phantom.nii.gz"))
+    nib.save(nib.Nifti1Image(rods, vol.affine), str(tmp_path / "rods.nii.gz"))
+    rep = screen(str(tmp_path / "ct_phantom.nii.gz"), out=str(tmp_path / "out"), masks=paths["vertebrae"],
+                 phantom_mask=str(tmp_path / "rods.nii.gz"), phantom_densities=[10.0, 90.0, 170.0])
+    cal = rep["calibration"]
+    assert cal["name"] == "phantom" and cal["slope"] == pytest.approx(0.8) and cal["intercept"] == pytest.approx(10.0)
+    assert [r["hu"] for r in cal["details"]["rods"]] == pytest.approx([0.0, 100.0, 200.0])
+    for v in rep["vertebrae"]:
+        if v["hu_mean"] is not None:
+            assert v["bmd_mg_cm3"] == pytest.approx(0.8 * v["hu_mean"] + 10.0)
+    assert "phantom" in (tmp_path / "out" / "report.html").read_text()
+    lin = screen(paths["ct"], masks=paths["vertebrae"], calibration="linear:1.2,-20")
+    assert lin["calibration"]["name"] == "linear"
+    assert all(v["bmd_mg_cm3"] == pytest.approx(1.2 * v["hu_mean"] - 20) for v in lin["vertebrae"] if v["hu_mean"] is not None)
+    with pytest.raises(ValueError, match="either a phantom"):
+        screen(paths["ct"], masks=paths["vertebrae"], phantom_mask=str(tmp_path / "rods.nii.gz"),
+               phantom_densities=[1, 2, 3], calibration="linear:1,0")
+    with pytest.raises(ValueError, match="rod labels must be 1..2"):
+        screen(paths["ct"], masks=paths["vertebrae"], phantom_mask=str(tmp_path / "rods.nii.gz"), phantom_densities=[1, 2])
