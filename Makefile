@@ -9,12 +9,13 @@ BUILD := build
 JOBS ?= 2
 STAMPS := .stamps
 
-# Debian packages (libopenblas0-pthread replaces the reference BLAS LibTorch links: ~25x faster GEMM).
+# Debian packages (libopenblas0-pthread replaces the reference BLAS LibTorch links: ~25x faster GEMM;
+# dcmtk, dicom3tools and chromium check the screen's DICOM SR/SEG and render its HTML report in the tests).
 DEB_PACKAGES := build-essential cmake ninja-build libtorch-dev python3-torch python3-torchvision \
   pybind11-dev python3-pybind11 libxtensor-dev libeigen3-dev doctest-dev libopenblas0-pthread \
   python3-dev python3-venv python3-pip python3-setuptools python3-wheel python3-numpy python3-pytest \
   python3-sklearn python3-scipy python3-statsmodels python3-pil python3-matplotlib python3-tqdm \
-  python3-pydicom python3-nibabel python3-onnx python3-opencv
+  python3-pydicom python3-nibabel python3-onnx python3-opencv dcmtk dicom3tools chromium
 
 SOURCES := $(shell find include bindings python -type f \( -name '*.hpp' -o -name '*.cpp' -o -name '*.py' -o -name '*.pyi' \) 2>/dev/null) setup.py pyproject.toml
 
@@ -30,7 +31,7 @@ test: test-cpp test-consumption test-libtorch2 test-python
 setup: install cpp
 
 deps: $(STAMPS)/deps
-$(STAMPS)/deps:
+$(STAMPS)/deps: Makefile  # re-checked when the package list changes
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:" $$missing; \

@@ -14,6 +14,7 @@ void bind_segmentation(pybind11::module_& m);
 void bind_train(pybind11::module_& m);
 void bind_sequence(pybind11::module_& m);
 void bind_runtime(pybind11::module_& m);
+void bind_screen(pybind11::module_& m);
 }  // namespace osteonet::bindings
 
 PYBIND11_MODULE(_core, m) {
@@ -28,4 +29,5 @@ PYBIND11_MODULE(_core, m) {
   osteonet::bindings::bind_train(m);
   osteonet::bindings::bind_sequence(m);
   osteonet::bindings::bind_runtime(m);
+  osteonet::bindings::bind_screen(m);
 }

@@ -49,3 +49,5 @@
 #include "osteonet/runtime/fold_batchnorm.hpp"
 #include "osteonet/runtime/inference_session.hpp"
 #include "osteonet/runtime/detector_session.hpp"
+
+#include "osteonet/screen/screen.hpp"

@@ -257,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=5)
     b.add_argument("--out", default="out/bench")
     b.set_defaults(fn=_cmd_bench)
+    from .screen import cli as screen_cli
+    screen_cli.add_parser(sub)
     return p
 
 

@@ -37,7 +37,9 @@ def read_dicom(path: str) -> Tuple[np.ndarray, Dict[str, object]]:
     data = pixels.astype(np.float32) * slope + intercept
     spacing = [float(v) for v in getattr(ds, "PixelSpacing", [1.0, 1.0])]
     meta = {"path": path, "modality": str(getattr(ds, "Modality", "")), "patient_id": str(getattr(ds, "PatientID", "")),
-            "series_uid": str(getattr(ds, "SeriesInstanceUID", "")), "pixel_spacing": spacing,
+            "series_uid": str(getattr(ds, "SeriesInstanceUID", "")), "sop_uid": str(getattr(ds, "SOPInstanceUID", "")),
+            "sop_class_uid": str(getattr(ds, "SOPClassUID", "")),
+            "spacing_between_slices": float(getattr(ds, "SpacingBetweenSlices", 0) or 0), "pixel_spacing": spacing,
             "slice_thickness": float(getattr(ds, "SliceThickness", 0) or 0),
             "position": [float(v) for v in getattr(ds, "ImagePositionPatient", [0, 0, 0])],
             "orientation": [float(v) for v in getattr(ds, "ImageOrientationPatient", [1, 0, 0, 0, 1, 0])],
@@ -45,10 +47,14 @@ def read_dicom(path: str) -> Tuple[np.ndarray, Dict[str, object]]:
     return data, meta
 
 
-def read_dicom_series(folder: str, series_uid: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray, Dict[str, object]]:
+def read_dicom_series(folder: str, series_uid: Optional[str] = None,
+                      strict: bool = False) -> Tuple[np.ndarray, np.ndarray, Dict[str, object]]:
     """A folder of one DICOM series -> (volume [Z, Y, X] float32, 4x4 RAS affine (nibabel's convention),
     metadata). Slices are sorted by their position along the slice normal (InstanceNumber when the
-    geometry is absent)."""
+    geometry is absent). With ``strict`` (measurements in mm need it), the series must be CT with one
+    orientation and pixel spacing, slices at distinct, evenly spaced positions along the normal (no
+    missing or duplicated slice, no gantry-tilt shear) agreeing with any SpacingBetweenSlices header;
+    each violation is one ValueError."""
     import pydicom
 
     _must_exist(folder, "DICOM series folder")
@@ -79,13 +85,15 @@ def read_dicom_series(folder: str, series_uid: Optional[str] = None) -> Tuple[np
     o = np.array(slices[0][1]["orientation"], dtype=np.float64)
     row, col = o[:3], o[3:]
     normal = np.cross(row, col)
+    if strict:
+        _check_series(folder, [m for _, m in slices], normal)
     keys = [float(np.dot(normal, m["position"])) for _, m in slices]
     if len(set(np.round(keys, 4))) == len(keys):
         order = np.argsort(keys)
     else:
         order = np.argsort([m["instance"] for _, m in slices])
     slices = [slices[i] for i in order]
-    volume = np.stack([a for a, _ in slices]).astype(np.float32)
+    volume = np.stack([a for a, _ in slices]).astype(np.float32, copy=False)
     first = slices[0][1]
     dy, dx = first["pixel_spacing"]
     dz = float(np.dot(normal, np.subtract(slices[-1][1]["position"], first["position"])) / (len(slices) - 1)) \
@@ -98,18 +106,62 @@ def read_dicom_series(folder: str, series_uid: Optional[str] = None) -> Tuple[np
     lps[:3, 3] = first["position"]
     affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
     meta = {"patient_id": first["patient_id"], "series_uid": first["series_uid"], "slices": len(slices),
-            "spacing_zyx": (abs(dz), dy, dx), "files": [m["path"] for _, m in slices]}
+            "spacing_zyx": (abs(dz), dy, dx), "files": [m["path"] for _, m in slices],
+            "sop_uids": [m["sop_uid"] for _, m in slices], "sop_class_uid": first["sop_class_uid"],
+            "positions": [list(m["position"]) for _, m in slices], "orientation": list(first["orientation"]),
+            "modality": first["modality"]}
     return volume, affine, meta
 
 
-def read_nifti(path: str) -> Tuple[np.ndarray, np.ndarray]:
-    """A NIfTI file -> (float32 volume as stored, 4x4 affine)."""
+def _check_series(folder: str, metas: List[Dict[str, object]], normal: np.ndarray) -> None:
+    """The checks of read_dicom_series(strict=True): one ValueError per kind of inconsistency."""
+    modalities = sorted({str(m["modality"]) for m in metas})
+    if modalities != ["CT"]:
+        raise ValueError(f"{folder}: not a CT series, got modality={'/'.join(modalities) or 'none'}")
+    orients = {tuple(np.round(m["orientation"], 4)) for m in metas}
+    if len(orients) > 1:
+        raise ValueError(f"{folder}: slices differ in orientation, got {len(orients)} ImageOrientationPatient values")
+    spacings = {tuple(np.round(m["pixel_spacing"], 5)) for m in metas}
+    if len(spacings) > 1:
+        raise ValueError(f"{folder}: contradictory spacing: PixelSpacing differs between slices, got {sorted(spacings)}")
+    if len(metas) < 2:
+        return
+    pos = np.array([m["position"] for m in metas], dtype=np.float64)
+    d = pos @ normal
+    order = np.argsort(d)
+    d, pos = d[order], pos[order]
+    steps = np.diff(d)
+    dup = np.flatnonzero(steps < 1e-3)
+    if dup.size:
+        same = [os.path.basename(str(metas[order[i]]["path"])) for i in (dup[0], dup[0] + 1)]
+        raise ValueError(f"{folder}: duplicated slices: {same[0]} and {same[1]} share the position {d[dup[0]]:.3f} mm "
+                         f"along the slice normal ({dup.size} duplicate{'s' if dup.size > 1 else ''})")
+    typical = float(np.median(steps))
+    if np.any(np.abs(steps - typical) > max(0.01 * typical, 1e-3)):
+        k = int(np.argmax(np.abs(steps - typical)))
+        what = "missing slices" if steps[k] > typical else "uneven slice spacing"
+        raise ValueError(f"{folder}: {what}: a step of {steps[k]:.3f} mm between slices at {d[k]:.3f} and "
+                         f"{d[k + 1]:.3f} mm, where the spacing is {typical:.3f} mm")
+    inplane = pos - np.outer(pos @ normal, normal)
+    if np.max(np.linalg.norm(inplane - inplane[0], axis=1)) > 0.01 * min(metas[0]["pixel_spacing"]) + 1e-3:
+        raise ValueError(f"{folder}: slice positions do not line up along the slice normal (gantry tilt), got an "
+                         f"in-plane drift of {np.max(np.linalg.norm(inplane - inplane[0], axis=1)):.3f} mm")
+    headers = sorted({round(float(m["spacing_between_slices"]), 4) for m in metas if m["spacing_between_slices"]})
+    for h in headers:
+        if abs(h - typical) > max(0.01 * typical, 1e-3):
+            raise ValueError(f"{folder}: contradictory spacing: SpacingBetweenSlices={h} mm but the slice positions "
+                             f"are {typical:.4f} mm apart")
+
+
+def read_nifti(path: str, dtype: Optional[type] = np.float32) -> Tuple[np.ndarray, np.ndarray]:
+    """A NIfTI file -> (volume, 4x4 affine): float32 values after the header's scaling by default;
+    ``dtype=None`` keeps the stored type when the header does not scale (label maps)."""
     import nibabel as nib
 
     _must_exist(path, "NIfTI file")
     try:
         img = nib.load(path)
-        data = np.asarray(img.dataobj, dtype=np.float32)
+        data = np.asanyarray(img.dataobj) if dtype is None else np.asarray(img.dataobj, dtype=dtype)
     except Exception as e:
         raise ValueError(f"{path}: unreadable NIfTI ({type(e).__name__})") from None
     return data, np.asarray(img.affine, dtype=np.float64)
