@@ -28,7 +28,6 @@ __all__ = [
     "grey_to_rgb", "subtract_pixel_mean", "pixel_mean", "random_rotate_shift", "reorient_to_sagittal",
     "predict_scan", "occlusion_sensitivity", "save_occlusion_overlay", "SAGITTAL_AXCODES",
     "train_two_stage", "TwoStageResult", "STAGE2_AGGREGATORS", "save_ovf_checkpoints", "load_ovf_checkpoint",
-    "predict_ovf",
 ]
 
 AGGREGATOR_NAMES = tuple(_core.aggregator_names())
@@ -642,7 +641,7 @@ def train_two_stage(train_scans: Sequence[torch.Tensor], train_labels: Any,
     return TwoStageResult(enc, models, mean, int(image_size), history)
 
 
-# ---- checkpoints and the scan-level predictor -------------------------------------------------------
+# ---- checkpoints (the ovf task, osteonet/tasks/ovf.py, predicts with them) -------------------------
 OVF_CARD_VERSION = 1
 
 
@@ -709,57 +708,3 @@ def load_ovf_checkpoint(path: Union[str, os.PathLike]) -> Tuple[SliceEncoder, Ag
         raise ValueError(f"checkpoint {path}: the aggregator state does not fit {card['aggregator']!r} "
                          f"({str(e).splitlines()[0]})") from None
     return enc.eval(), agg.eval(), card
-
-
-def predict_ovf(checkpoint: Union[str, os.PathLike], input_path: Union[str, os.PathLike],
-                out_dir: Optional[Union[str, os.PathLike]] = None, occlusion: bool = True) -> Dict[str, Any]:
-    """`osteonet predict --task ovf`: a CT volume (DICOM series folder or NIfTI, any orientation) ->
-    {"probability", "positive", "slice_indices", "slice_probabilities", ...}.
-
-    The volume (HU) is windowed as in training, reoriented to sagittal (:func:`reorient_to_sagittal`),
-    its centre slices are scored and aggregated. With ``out_dir``, writes ``<name>.json`` and an
-    occlusion heat map over the highest-scoring slice (``<name>_occlusion.png``).
-    """
-    from .io import read_volume, window, write_json
-
-    input_path = os.fspath(input_path)
-    enc, agg, card = load_ovf_checkpoint(checkpoint)
-    data, affine, _ = read_volume(input_path)
-    arr = np.asarray(data, dtype=np.float32)
-    if arr.ndim == 4 and arr.shape[3] == 1:
-        arr = arr[..., 0]
-    if arr.ndim != 3 or affine is None:
-        raise ValueError(f"{input_path}: expected a CT volume (a DICOM series folder or a NIfTI file), got an "
-                         f"array of shape {arr.shape}{'' if affine is not None else ' without orientation'}")
-    sag = reorient_to_sagittal(window(arr, card["window_center"], card["window_width"]), affine=affine)
-    pipe = ScanPipeline(enc, agg, center_fraction=card["center_fraction"], min_slices=card["min_slices"],
-                        image_size=card["image_size"], threshold=card["threshold"], pixel_mean=card["pixel_mean"])
-    out = pipe.predict_volume(torch.from_numpy(sag))
-    probs = out["slice_probabilities"].reshape(-1)
-    idx = out["slice_indices"].reshape(-1)
-    result: Dict[str, Any] = {
-        "input": input_path, "task": "ovf", "checkpoint": os.fspath(checkpoint), "aggregator": card["aggregator"],
-        "probability": float(out["probability"]), "positive": bool(out["positive"]), "threshold": card["threshold"],
-        "label": "fracture" if bool(out["positive"]) else "no_fracture", "sagittal_shape": list(sag.shape),
-        "slice_indices": [int(i) for i in idx.tolist()], "slice_probabilities": [float(p) for p in probs.tolist()]}
-    if out_dir is not None:
-        out_dir = os.fspath(out_dir)
-        os.makedirs(out_dir, exist_ok=True)
-        base = os.path.basename(input_path.rstrip("/"))
-        for ext in (".gz", ".nii", ".dcm"):
-            base = base[: -len(ext)] if base.lower().endswith(ext) else base
-        if occlusion:
-            k = int(torch.argmax(probs))
-            grey = resize_slices(torch.from_numpy(sag[int(idx[k])])[None, None], card["image_size"])
-            x = grey_to_rgb(subtract_pixel_mean(grey, card["pixel_mean"]))[0]
-            patch = max(4, card["image_size"] // 7)
-            occ = occlusion_sensitivity(enc, x, patch_size=patch, stride=max(2, patch // 2))
-            result["overlay"] = os.path.join(out_dir, f"{base}_occlusion.png")
-            big = lambda t: t if t.shape[-1] >= 256 else nn.functional.interpolate(  # noqa: E731
-                t[None, None], size=(256, 256), mode="bilinear", align_corners=False)[0, 0]
-            save_occlusion_overlay(big(grey[0, 0]), big(occ["heatmap"]), result["overlay"],
-                                   title=f"{card['aggregator']}: p(fracture) {result['probability']:.2f}, "
-                                         f"slice {int(idx[k])} p {float(probs[k]):.2f}")
-        result["json"] = os.path.join(out_dir, f"{base}.json")
-        write_json(result["json"], result)
-    return result

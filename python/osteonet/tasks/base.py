@@ -218,6 +218,10 @@ class Task:
         ``<name>.json`` is the runner's job, pictures and masks are this method's."""
         raise NotImplementedError
 
+    def checkpoint_options(self, checkpoint: str, card: Dict[str, Any]) -> Dict[str, Any]:
+        """Predict options implied by the checkpoint file a user named (e.g. ovf's ``RUN/max.pt``)."""
+        return {}
+
     def headline(self, metrics: Dict[str, Any]) -> str:
         """One line of the main numbers of :meth:`evaluate`'s metrics (printed by the command line)."""
         return ""

@@ -126,7 +126,8 @@ def predict(checkpoint: str, inputs: Sequence[str], out: str, options: Optional[
     ``<name>.json`` and pictures (and masks) per input into ``out``. Every result names the model and
     what it was trained on, and says so when that was osteonet's synthetic data."""
     t, card, run_dir, bundle = load(checkpoint)
-    opts = t.resolve(dict(options or {}), where=f"predict --task {card['task']}", table=t.predict_options)
+    opts = t.resolve({**t.checkpoint_options(os.fspath(checkpoint), card), **dict(options or {})},
+                     where=f"predict --task {card['task']}", table=t.predict_options)
     os.makedirs(out, exist_ok=True)
     results = []
     data = card.get("training_data") or {}

@@ -110,8 +110,9 @@ class Trainer:
         patience, min_delta: early stopping after ``patience`` evaluations without improvement (0: off).
         keep_best: after training, the model holds the weights of its best epoch (by ``monitor``), not
             of its last (from ``best.pt``, or a copy in memory without ``out_dir``).
-        out_dir: folder for ``log.csv``, ``log.jsonl``, ``last.pt``, ``best.pt``, ``metrics.json`` (None: no
-            files). Every file is written whole (osteonet.io's atomic writer).
+        out_dir: folder for ``log.csv``, ``log.jsonl``, ``last.pt`` (everything :meth:`resume` needs), ``best.pt``
+            (the best epoch's weights, without the optimiser's state), ``metrics.json`` (None: no files). Every
+            file is written whole (osteonet.io's atomic writer).
         freeze_bn: BatchNorm in eval mode with frozen affine parameters (:func:`freeze_batchnorm`).
         seed: :func:`seed_everything` when :meth:`fit` starts a fresh run (None: leave the generators).
         deterministic: with ``seed``, also torch's deterministic algorithms (process-wide; off by default).
@@ -165,9 +166,10 @@ class Trainer:
     def state_extra(self) -> Dict[str, float]:
         return dict(self.early_stopping.state_dict())
 
-    def save(self, path: str) -> None:
-        save_checkpoint(path, self.model, self.optimizer, self.schedule, self.epoch, self.state_extra(),
-                        self.history, self.scaler, generators=self.generators)
+    def save(self, path: str, resumable: bool = True) -> None:
+        """The run's state (``resumable=False``: without the optimiser's, as ``best.pt``, which holds weights)."""
+        save_checkpoint(path, self.model, self.optimizer if resumable else None, self.schedule, self.epoch,
+                        self.state_extra(), self.history, self.scaler if resumable else None, generators=self.generators)
 
     def resume(self, path: str) -> "Trainer":
         """Continues from a checkpoint exactly as an uninterrupted run would (model, optimiser, schedule,
@@ -276,7 +278,7 @@ class Trainer:
             if self.out_dir:
                 self.save(os.path.join(self.out_dir, "last.pt"))
                 if improved:
-                    self.save(os.path.join(self.out_dir, "best.pt"))
+                    self.save(os.path.join(self.out_dir, "best.pt"), resumable=False)
         if self.keep_best:
             self.restore_best()
         if self.out_dir:
