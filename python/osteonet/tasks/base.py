@@ -17,7 +17,7 @@ import json
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["Option", "Samples", "Task", "nearest"]
+__all__ = ["Option", "Samples", "Task", "nearest", "load_init_weights"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +73,31 @@ def nearest(name: str, valid: Sequence[str]) -> str:
         return d[-1]
 
     return min(valid, key=lambda v: dist(name, v)) if valid else ""
+
+
+def load_init_weights(model: Any, path: str, where: str) -> Dict[str, Any]:
+    """Starts ``model`` from the tensors of ``path`` (a state dict, e.g. torchvision's pretrained weights, or an
+    osteonet checkpoint) whose names and shapes fit; the rest (a new head) keeps its initialisation. Returns
+    what was loaded (for the model card); nothing fitting raises one ValueError."""
+    import torch
+
+    if not os.path.exists(path):
+        raise ValueError(f"{where}: init_weights {path}: no such file")
+    try:
+        state = torch.load(path, map_location="cpu")
+    except Exception as e:  # noqa: BLE001  (any unpickling failure)
+        raise ValueError(f"{where}: init_weights {path}: not a PyTorch state dict ({type(e).__name__})") from None
+    if isinstance(state, dict) and "osteonet_checkpoint" in state:
+        state = state["model"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{where}: init_weights {path}: expected a state dict, got {type(state).__name__}")
+    own = model.state_dict()
+    use = {k: v for k, v in state.items() if k in own and hasattr(v, "shape") and tuple(own[k].shape) == tuple(v.shape)}
+    if not use:
+        raise ValueError(f"{where}: init_weights {path}: none of its {len(state)} tensors fits the model's names and shapes")
+    own.update(use)
+    model.load_state_dict(own)
+    return {"path": os.path.abspath(path), "tensors_loaded": len(use), "model_tensors": len(own)}
 
 
 class Task:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import metrics as om
-from .base import Option, Samples, Task
+from .base import Option, Samples, Task, load_init_weights
 from .inputs import input_name, read_scan, to_unit
 from .layout import group_column, groups_of, image_shape, manifest, where
 
@@ -165,6 +165,8 @@ class ClassificationTask(Task):
                                              "(0: the last epoch)", minimum=0.0),
         "window_center": Option(400.0, "float", "HU window centre for DICOM / NIfTI inputs"),
         "window_width": Option(1800.0, "float", "HU window width for DICOM / NIfTI inputs", minimum=1.0),
+        "init_weights": Option(None, "str", "start from these weights (a state dict with torchvision's names, e.g. "
+                                            "pretrained; tensors that fit are loaded)", nullable=True),
     }
 
     def check_options(self, o: Dict[str, Any], where_: str) -> None:
@@ -226,6 +228,7 @@ class ClassificationTask(Task):
             train, val = [train[i] for i in a], [train[i] for i in b]
         ot.seed_everything(seed)
         model = self._build(arch)
+        init = load_init_weights(model, o["init_weights"], f"train --task {self.name}") if o["init_weights"] else None
         train_ds = ManifestImages(samples, train, classes, o["image_size"], window, augment=o["augment"])
         # drop_last: a final batch of one sample breaks BatchNorm on pooled features in training
         loader = torch.utils.data.DataLoader(train_ds, batch_size=o["batch_size"], shuffle=True,
@@ -245,7 +248,7 @@ class ClassificationTask(Task):
 
         figures.training_curves_png(os.path.join(run_dir, "training_curves.png"), history)
         bundle = {"model": model.eval(), "classes": classes, "image_size": o["image_size"], "window": list(window)}
-        part = {"architecture": {"classifier": arch}, "classes": classes,
+        part = {"init_weights": init, "architecture": {"classifier": arch}, "classes": classes,
                 "preprocessing": {"image_size": o["image_size"], "window": list(window), "grey": True,
                                   "normalise": "(x - 0.5) / 0.25 of [0, 1] values"},
                 "checkpoints": {"classifier": f"classifier/{'best' if val else 'last'}.pt"},
@@ -270,7 +273,8 @@ class ClassificationTask(Task):
             raise ValueError(f"{os.path.join(samples.folder, 'manifest.csv')}: field 'label' holds {unknown}, which "
                              f"are not among the model's classes {classes}")
         ds = ManifestImages(samples, indices, classes, bundle["image_size"], tuple(bundle["window"]))
-        pred = predict_loader(bundle["model"], torch.utils.data.DataLoader(ds, batch_size=16))
+        # one image at a time, as predict: a convolution's float sums depend on the batch it runs in
+        pred = predict_loader(bundle["model"], torch.utils.data.DataLoader(ds, batch_size=1))
         rep = report(pred, classes, seed=seed)
         base = majority_baseline(pred["y_true"], classes, (baseline or {}).get("majority_class"))
         if base:

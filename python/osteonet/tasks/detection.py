@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .. import metrics as om
-from .base import Option, Samples, Task
+from .base import Option, Samples, Task, load_init_weights
 from .inputs import input_name
 
 
@@ -71,6 +71,8 @@ class DetectionTask(Task):
         "augment": Option(True, "bool", "horizontal flips and brightness/contrast jitter while training"),
         "score_threshold": Option(0.5, "float", "detections counted by recall / accuracy and drawn", minimum=0.0),
         "detector": Option({}, "dict", "more detector keywords (rpn_*/box_* as torchvision's FasterRCNN)"),
+        "init_weights": Option(None, "str", "start from these weights (a state dict with torchvision's names, e.g. "
+                                            "pretrained; tensors that fit are loaded)", nullable=True),
     }
 
     def check_options(self, o, where_):
@@ -131,6 +133,7 @@ class DetectionTask(Task):
         arch = {"backbone": o["model"], "attention": o["attention"], "num_classes": ds.num_classes, "options": opts}
         ot.seed_everything(seed)
         model = self._build(arch)
+        init = load_init_weights(model, o["init_weights"], f"train --task {self.name}") if o["init_weights"] else None
         loader = torch.utils.data.DataLoader(ds, batch_size=o["batch_size"], shuffle=True, collate_fn=collate,
                                              drop_last=len(ds) > o["batch_size"])
         opt = ot.create_optimizer("sgd", model, lr=o["lr"], momentum=0.9, weight_decay=1e-4)
@@ -140,7 +143,7 @@ class DetectionTask(Task):
         history = trainer.fit(loader, ot.detection_step, resume=resume)
         figures.training_curves_png(os.path.join(run_dir, "training_curves.png"), history)
         bundle = {"model": model.eval(), "classes": samples.info["classes"], "score_threshold": o["score_threshold"]}
-        part = {"architecture": {"detector": arch}, "classes": samples.info["classes"],
+        part = {"init_weights": init, "architecture": {"detector": arch}, "classes": samples.info["classes"],
                 "preprocessing": {"image": "grey replicated to 3 channels in [0, 1]; DICOM: HU, bone window 400/1800",
                                   "min_size": opts["min_size"], "max_size": opts["max_size"]},
                 "score_threshold": o["score_threshold"], "checkpoints": {"detector": "detector/last.pt"}}
