@@ -67,7 +67,8 @@ Run train(const std::string& out, int64_t epochs, bool resume, const std::pair<t
     stopper.load_state_dict(info.extra);
     history = info.history;
   }
-  const int64_t n = tr.first.size(0), batch = 32;
+  // small batches: many BatchNorm updates, so the running statistics evaluation uses settle on 128 images
+  const int64_t n = tr.first.size(0), batch = 8;
   for (; epoch < epochs && !stopper.should_stop(); ++epoch) {
     ot::set_lrs(*opt, schedule->lrs());
     model->train();
@@ -104,7 +105,7 @@ int main(int argc, char** argv) {
   const std::string out = argc > 1 ? argv[1] : "train_classifier_run";
   for (const auto& d : {out, out + "/straight", out + "/interrupted"}) ::mkdir(d.c_str(), 0755);
   torch::set_num_threads(2);
-  const auto tr = make_images(192, 1), te = make_images(64, 2);
+  const auto tr = make_images(128, 1), te = make_images(48, 2);
   try {
     auto straight = train(out + "/straight", 6, false, tr, te);
     train(out + "/interrupted", 2, false, tr, te);  // "interrupted" after 2 epochs

@@ -10,7 +10,9 @@ Which sagittal slices are read (``slices``): ``spine`` (default) finds the spine
 the posterior midline, takes the centre ``center_fraction`` of its left-right extent and crops the
 sagittal images to ``crop_mm`` around it; ``mask`` does the same from the vertebra mask; ``centre``
 takes the centre ``center_fraction`` of all sagittal slices (the paper's rule, for volumes centred on
-the spine such as the built-in ones). Every prediction reports the slices and columns it used.
+the spine such as the built-in ones). Training and evaluation use the run's rule; prediction finds the
+spine unless told otherwise (a user's scan need not be centred on it). Every prediction reports the
+slices and columns it used.
 """
 
 from __future__ import annotations
@@ -165,8 +167,8 @@ class OvfTask(Task):
     predict_options = {
         "aggregator": Option(None, "choice", "the aggregator (default: lstm, else the first trained)",
                              choices=AGGREGATORS, nullable=True),
-        "slices": Option(None, "choice", "spine, mask or centre (default: the model's)", choices=("spine", "mask", "centre"),
-                         nullable=True),
+        "slices": Option("spine", "choice", "spine (default, whatever rule the model was trained with: a real scan "
+                                            "need not be centred on the spine), mask or centre", choices=("spine", "mask", "centre")),
         "mask": Option(None, "str", "a vertebra mask of the input (for slices=mask)", nullable=True),
         "occlusion": Option(True, "bool", "an occlusion map over the highest-scoring slice"),
     }
@@ -393,7 +395,7 @@ class OvfTask(Task):
         name_ = options.get("aggregator") or bundle.get("default") or next(iter(bundle["pipelines"]))
         if name_ not in bundle["pipelines"]:
             raise ValueError(f"predict --task ovf: aggregator {name_!r} was not trained; trained: {list(bundle['pipelines'])}")
-        mode = options.get("slices") or o["slices"]
+        mode = options["slices"]
         sl, info, sag = self.scan_slices(input_path, o, mode, options.get("mask"))
         pipe = bundle["pipelines"][name_]
         outp = pipe.predict_slices(torch.from_numpy(sl))
