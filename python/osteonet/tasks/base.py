@@ -64,15 +64,9 @@ class Samples:
 
 def nearest(name: str, valid: Sequence[str]) -> str:
     """The valid name closest to ``name`` (edit distance), for "did you mean" messages."""
-    def dist(a: str, b: str) -> int:
-        d = list(range(len(b) + 1))
-        for i, ca in enumerate(a, 1):
-            prev, d[0] = d[0], i
-            for j, cb in enumerate(b, 1):
-                prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (ca != cb))
-        return d[-1]
+    from ..train.optim import _distance
 
-    return min(valid, key=lambda v: dist(name, v)) if valid else ""
+    return min(valid, key=lambda v: _distance(name, v)) if valid else ""
 
 
 def load_init_weights(model: Any, path: str, where: str) -> Dict[str, Any]:

@@ -24,9 +24,9 @@ from .. import metrics as om
 from .base import Option, Samples, Task
 from .inputs import input_name, read_scan, to_unit, write_mask_nifti, write_mask_png
 from .layout import image_shape, number, where
-from .segmentation import (SEGMENTER_OPTIONS, FlipDataset, check_pairs, group_bootstrap, load_pair, mask_digest,
-                           middle, overlap_scores, read_pairs, resized_pairs, segment_scan, segmenter_arch, stack_pairs,
-                           train_segmenter, build_segmenter, segment, _f)
+from .segmentation import (SEGMENTER_OPTIONS, FlipDataset, build_segmenter, check_pairs, group_bootstrap, load_pair,
+                           mask_digest, middle, overlap_scores, read_pairs, segment, segment_scan, segmentation_stage,
+                           segmenter_arch, _f)
 
 ACR_NAMES = ["normal", "osteopenia", "osteoporosis"]
 
@@ -43,8 +43,10 @@ def seg_options(defaults: Dict[str, Any]) -> Dict[str, Option]:
 
 
 def seg_view(o: Dict[str, Any]) -> Dict[str, Any]:
-    """The ``seg_*`` options under the segmentation task's names."""
-    return {("image_size" if k == "seg_size" else k[4:]): v for k, v in o.items() if k.startswith("seg_")}
+    """The ``seg_*`` options (and the window) under the segmentation task's names."""
+    out = {("image_size" if k == "seg_size" else k[4:]): v for k, v in o.items() if k.startswith("seg_")}
+    out.update(window_center=o["window_center"], window_width=o["window_width"])
+    return out
 
 
 def crops_input(crops: torch.Tensor) -> torch.Tensor:
@@ -64,6 +66,23 @@ def mat_regions(unit: torch.Tensor, regions: torch.Tensor, crop_size: int, margi
         crops.append(c)
         empty += e
     return torch.cat(crops), empty
+
+
+def train_on_crops(build, crops: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int, lr: float, out_dir: str,
+                   seed: int, progress: bool, resume: bool, step):
+    """A model that reads matted cut-outs (the BMD regressor, a hip region's classifier): seeded, AdamW,
+    cosine schedule, random flips; ``build()`` makes it, ``step`` is its Trainer step."""
+    from .. import train as ot
+
+    ot.seed_everything(seed)
+    model = build()
+    loader = torch.utils.data.DataLoader(FlipDataset(crops_input(crops), y), batch_size=batch_size, shuffle=True,
+                                         drop_last=len(y) > batch_size)
+    opt = ot.create_optimizer("adamw", model, lr=lr, weight_decay=1e-4)
+    trainer = ot.Trainer(model, opt, ot.make_schedule("cosine", t_max=max(1, epochs)), epochs=epochs, out_dir=out_dir,
+                         seed=seed, progress=progress)
+    trainer.fit(loader, step, resume=resume)
+    return model.eval()
 
 
 def vertebrae(pred: np.ndarray, spacing_mm: float, max_gap_mm: float) -> List[List[int]]:
@@ -129,31 +148,19 @@ class BmdTask(Task):
     # ------------------------------------------------------------------------------------------ models
     def fit(self, samples, train, o, run_dir, seed, resume, progress):
         from .. import bmd as B
-        from .. import train as ot
 
         window = (o["window_center"], o["window_width"])
-        unit, labels, _ = stack_pairs(samples, train, window)
-        if not isinstance(unit, torch.Tensor):
-            raise ValueError(f"train --task bmd: the slices must share one size, got several in {samples.folder}")
-        xs, ys = resized_pairs(unit, labels, o["seg_size"])
-        arch = segmenter_arch(seg_view(o), 2)
-        seg = train_segmenter(arch, xs, ys, o["seg_epochs"], o["seg_batch_size"], o["seg_lr"],
-                              self.stage_dir(run_dir, "segmentation"), seed, progress, None, resume)
+        seg, arch, unit, labels, _, _ = segmentation_stage(samples, train, seg_view(o), self.stage_dir(run_dir, "segmentation"),
+                                                         seed, progress, resume, 2, "train --task bmd")
         pred_tr = segment(seg, unit, o["seg_size"])
         # The regressor learns from the segmentation's cut-outs (the reference mask only where it found nothing).
         crops_tr, _ = mat_regions(unit, pred_tr > 0, o["crop_size"], o["margin"], fallback=labels > 0)
         bmd = np.asarray(samples.info["bmd"])
         scaler = B.TargetScaler.fit(bmd[train])
-        ot.seed_everything(seed)
-        reg = B.create_bmd_regressor(o["regressor"], in_chans=1)
-        ytr = torch.from_numpy(scaler.normalize(bmd[train])).float()
-        bs = o["reg_batch_size"]
-        loader = torch.utils.data.DataLoader(FlipDataset(crops_input(crops_tr), ytr), batch_size=bs, shuffle=True,
-                                             drop_last=len(train) > bs)
-        opt = ot.create_optimizer("adamw", reg, lr=o["reg_lr"], weight_decay=1e-4)
-        trainer = ot.Trainer(reg, opt, ot.make_schedule("cosine", t_max=max(1, o["reg_epochs"])), epochs=o["reg_epochs"],
-                             out_dir=self.stage_dir(run_dir, "regression"), seed=seed, progress=progress)
-        trainer.fit(loader, B.regression_step("mse"), resume=resume)
+        reg = train_on_crops(lambda: B.create_bmd_regressor(o["regressor"], in_chans=1), crops_tr,
+                             torch.from_numpy(scaler.normalize(bmd[train])).float(), o["reg_epochs"], o["reg_batch_size"],
+                             o["reg_lr"], self.stage_dir(run_dir, "regression"), seed, progress, resume,
+                             B.regression_step("mse"))
         bundle = {"segmenter": seg, "regressor": reg.eval(), "scaler": scaler, "seg_size": o["seg_size"],
                   "crop_size": o["crop_size"], "margin": o["margin"], "window": list(window),
                   "labels": samples.info["labels"]}

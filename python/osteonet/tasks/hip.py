@@ -20,13 +20,12 @@ from .. import clinical
 from .. import hip as H
 from .. import metrics as om
 from .base import Option, Samples, Task
-from .bmd import crops_input, mat_regions, seg_options, seg_view
+from .bmd import crops_input, mat_regions, seg_options, seg_view, train_on_crops
 from .classification import majority_baseline
 from .inputs import input_name, read_scan, to_unit, write_mask_nifti, write_mask_png
 from .layout import manifest, number, where
-from .segmentation import (FlipDataset, build_segmenter, check_pairs, group_bootstrap, load_pair, mask_digest, middle,
-                           read_pairs, resized_pairs, segment, segment_scan, segmenter_arch, stack_pairs,
-                           train_segmenter, _f)
+from .segmentation import (build_segmenter, check_pairs, group_bootstrap, load_pair, mask_digest, middle, read_pairs,
+                           segment, segment_scan, segmentation_stage, segmenter_arch, _f)
 
 WHO = list(clinical.CLASS_NAMES)
 HIP_TABLE = {0: "background", 1: "femoral_neck", 2: "greater_trochanter", 3: "wards_triangle", 4: "total_hip_rest"}
@@ -90,35 +89,23 @@ class HipTask(Task):
     # ------------------------------------------------------------------------------------------ models
     def fit(self, samples, train, o, run_dir, seed, resume, progress):
         from .. import train as ot
-        from ..segmentation import balanced_class_weights
 
         window = (o["window_center"], o["window_width"])
-        unit, labels, _ = stack_pairs(samples, train, window)
-        if not isinstance(unit, torch.Tensor):
-            raise ValueError(f"train --task hip: the radiographs must share one size, got several in {samples.folder}")
-        xs, ys = resized_pairs(unit, labels, o["seg_size"])
-        # Ward's triangle covers ~0.2 % of the image: the cross-entropy is weighted by (class frequency)^-1/2.
-        weights = balanced_class_weights(ys, H.NUM_HIP_LABELS) if o["seg_class_weights"] == "balanced" else None
-        arch = segmenter_arch(seg_view(o), H.NUM_HIP_LABELS)
-        seg = train_segmenter(arch, xs, ys, o["seg_epochs"], o["seg_batch_size"], o["seg_lr"],
-                              self.stage_dir(run_dir, "segmentation"), seed, progress, weights, resume)
+        # Ward's triangle covers ~0.2 % of the image: seg_class_weights=balanced weights the cross-entropy by
+        # (class frequency)^-1/2.
+        seg, arch, unit, labels, _, weights = segmentation_stage(samples, train, seg_view(o),
+                                                              self.stage_dir(run_dir, "segmentation"), seed, progress,
+                                                              resume, H.NUM_HIP_LABELS, "train --task hip")
         classifiers, ckpts = {}, {"segmenter": "segmentation/last.pt"}
         pred_tr = segment(seg, unit, o["seg_size"]) if o["regions"] else None
         ytr = torch.tensor([samples.strata[i] for i in train]).long()
         for region in o["regions"]:
             crops_tr, _ = mat_regions(unit, H.region_mask(pred_tr, region), o["crop_size"], o["margin"],
                                       fallback=H.region_mask(labels, region))
-            ot.seed_everything(seed)
-            model = H.create_region_classifier(o["classifier"], num_classes=3, in_chans=1)
-            bs = o["cls_batch_size"]
-            loader = torch.utils.data.DataLoader(FlipDataset(crops_input(crops_tr), ytr), batch_size=bs, shuffle=True,
-                                                 drop_last=len(train) > bs)
-            opt = ot.create_optimizer("adamw", model, lr=o["cls_lr"], weight_decay=1e-4)
-            trainer = ot.Trainer(model, opt, ot.make_schedule("cosine", t_max=max(1, o["cls_epochs"])),
-                                 epochs=o["cls_epochs"], out_dir=self.stage_dir(run_dir, f"classifier_{region}"),
-                                 seed=seed, progress=progress)
-            trainer.fit(loader, ot.classification_step(), resume=resume)
-            classifiers[region] = model.eval()
+            classifiers[region] = train_on_crops(
+                lambda: H.create_region_classifier(o["classifier"], num_classes=3, in_chans=1), crops_tr, ytr,
+                o["cls_epochs"], o["cls_batch_size"], o["cls_lr"], self.stage_dir(run_dir, f"classifier_{region}"), seed,
+                progress, resume, ot.classification_step())
             ckpts[f"classifier_{region}"] = f"classifier_{region}/last.pt"
         bundle = {"segmenter": seg, "classifiers": classifiers, "seg_size": o["seg_size"], "crop_size": o["crop_size"],
                   "margin": o["margin"], "window": list(window)}

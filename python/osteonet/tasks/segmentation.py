@@ -117,6 +117,25 @@ def train_segmenter(arch: Dict[str, Any], x: torch.Tensor, y: torch.Tensor, epoc
     return model.eval()
 
 
+def segmentation_stage(samples: Samples, train: Sequence[int], o: Dict[str, Any], out_dir: str, seed: int,
+                       progress: bool, resume: bool, num_labels: int, where_: str, one_size: bool = True):
+    """The segmentation stage of the segmentation, bmd and hip tasks (``o``: the segmenter's options under the
+    segmentation task's names, as :func:`osteonet.tasks.bmd.seg_view` gives them): the training slices at
+    full size (``one_size``: all of one size, as the cut-out stages need), the segmenter trained on them at
+    its input size. Returns (model, arch, images, labels, training labels at the input size, class weights)."""
+    from ..segmentation import balanced_class_weights
+
+    window = (o["window_center"], o["window_width"])
+    unit, labels, _ = stack_pairs(samples, train, window)
+    if one_size and not isinstance(unit, torch.Tensor):
+        raise ValueError(f"{where_}: the images must share one size, got several in {samples.folder}")
+    xs, ys = resized_pairs(unit, labels, o["image_size"])
+    weights = balanced_class_weights(ys, num_labels) if o["class_weights"] == "balanced" else None
+    arch = segmenter_arch(o, num_labels)
+    seg = train_segmenter(arch, xs, ys, o["epochs"], o["batch_size"], o["lr"], out_dir, seed, progress, weights, resume)
+    return seg, arch, unit, labels, ys, weights
+
+
 def segment(model: torch.nn.Module, unit: torch.Tensor, size: int, chunk: int = 16) -> torch.Tensor:
     """Label maps (uint8 N x H x W, at the images' own size) of [0, 1] images N x H x W of one size, the
     segmenter run at ``size``: the one inference path of training (cut-outs), evaluate and predict."""
@@ -265,16 +284,11 @@ class SegmentationTask(Task):
         return {**s.counts(), "labels": {str(k): v for k, v in s.info["labels"].items()}}
 
     def fit(self, samples, train, o, run_dir, seed, resume, progress):
-        from ..segmentation import balanced_class_weights
-
         table = samples.info["labels"]
         window = (o["window_center"], o["window_width"])
-        imgs, labs, _ = stack_pairs(samples, train, window)
-        xs, ys = resized_pairs(imgs, labs, o["image_size"])
-        arch = segmenter_arch(o, len(table))
-        weights = balanced_class_weights(ys, len(table)) if o["class_weights"] == "balanced" else None
-        model = train_segmenter(arch, xs, ys, o["epochs"], o["batch_size"], o["lr"],
-                                self.stage_dir(run_dir, "segmenter"), seed, progress, weights, resume)
+        model, arch, _, _, ys, weights = segmentation_stage(samples, train, o, self.stage_dir(run_dir, "segmenter"), seed,
+                                                            progress, resume, len(table), "train --task segmentation",
+                                                            one_size=False)
         # trivial baseline: every pixel gets the label most training masks have there
         counts = torch.stack([(ys == k).sum(0) for k in range(len(table))])
         write_mask_png(os.path.join(run_dir, "baseline_mask.png"), counts.argmax(0).numpy())
