@@ -408,7 +408,7 @@ def save_occlusion_overlay(image: Any, heatmap: Any, path: Union[str, os.PathLik
     lim = float(np.abs(heat).max()) or 1.0
     ax.imshow(heat, cmap=cmap, alpha=alpha, vmin=-lim if (heat < 0).any() else 0.0, vmax=lim, interpolation="bilinear")
     if title:
-        ax.set_title(title, fontsize=8, color="white", y=0.95)
+        ax.set_title(title, fontsize=8, color="white", y=0.98, va="top")  # inside the image, several lines downwards
     ax.set_axis_off()
     write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
     return path

@@ -416,7 +416,7 @@ class OvfTask(Task):
             patch = max(4, size // 7)
             occ = occlusion_sensitivity(bundle["models"][name_][0], x, patch_size=patch, stride=max(2, patch // 2))
             res["picture"] = os.path.join(out, f"{name}_occlusion.png")
-            title = (f"{name_}: p(fracture) {prob:.2f}, sagittal slice {info['slice_indices'][k]} p {float(probs[k]):.2f}"
+            title = (f"{name_} p(fracture) {prob:.2f}; slice {info['slice_indices'][k]}: {float(probs[k]):.2f}"
                      + ("\nSYNTHETIC-DATA MODEL: not a finding" if options.get("_notice") else ""))
             save_occlusion_overlay(_display(grey[0, 0]), _display(occ["heatmap"]), res["picture"], title=title)
         return res
