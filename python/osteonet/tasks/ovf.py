@@ -408,17 +408,22 @@ class OvfTask(Task):
             "slices": info, "slice_indices": info["slice_indices"], "slice_probabilities": [float(p) for p in probs.tolist()],
             "orientation": "sagittal slices counted towards the patient's left; rows towards inferior; columns towards "
                            "posterior (columns [a, b) kept)"}
-        if options.get("occlusion", True):
-            size = o["image_size"]
-            k = int(torch.argmax(probs))
-            grey = resize_slices(torch.from_numpy(sl[k])[None, None], size)
+        size = o["image_size"]
+        k = int(torch.argmax(probs))
+        grey = resize_slices(torch.from_numpy(sl[k])[None, None], size)
+        title = (f"{name_} p(fracture) {prob:.2f}; slice {info['slice_indices'][k]}: {float(probs[k]):.2f}"
+                 + ("\nSYNTHETIC-DATA MODEL: not a finding" if options.get("_notice") else ""))
+        if options["occlusion"]:
             x = grey_to_rgb(subtract_pixel_mean(grey, bundle["pixel_mean"]))[0]
             patch = max(4, size // 7)
             occ = occlusion_sensitivity(bundle["models"][name_][0], x, patch_size=patch, stride=max(2, patch // 2))
             res["picture"] = os.path.join(out, f"{name}_occlusion.png")
-            title = (f"{name_} p(fracture) {prob:.2f}; slice {info['slice_indices'][k]}: {float(probs[k]):.2f}"
-                     + ("\nSYNTHETIC-DATA MODEL: not a finding" if options.get("_notice") else ""))
             save_occlusion_overlay(_display(grey[0, 0]), _display(occ["heatmap"]), res["picture"], title=title)
+        else:  # the slice the answer rests on most, without the occlusion map
+            from .. import figures
+
+            res["picture"] = os.path.join(out, f"{name}.png")
+            figures.image_with_text_png(res["picture"], _display(grey[0, 0]).numpy(), title.split("\n"))
         return res
 
 
