@@ -25,7 +25,7 @@ from .base import Option, Samples, Task
 from .inputs import input_name, read_scan, to_unit, write_mask_nifti, write_mask_png
 from .layout import image_shape, number, where
 from .segmentation import (SEGMENTER_OPTIONS, FlipDataset, build_segmenter, check_pairs, group_bootstrap, load_pair,
-                           mask_digest, middle, overlap_scores, read_pairs, segment, segment_scan, segmentation_stage,
+                           mask_digest, middle, overlap_scores, read_pairs, segment, segment_scan, segmentation_stage, PREDICTED,
                            segmenter_arch, _f)
 
 ACR_NAMES = ["normal", "osteopenia", "osteoporosis"]
@@ -302,7 +302,8 @@ class BmdTask(Task):
             titles = [t + "\nSYNTHETIC-DATA MODEL: not a finding" for t in titles]
         res["picture"] = os.path.join(out, f"{name}.png")
         figures.mask_overlay_png(res["picture"], [unit[s] for s in shown], [np.zeros_like(labels[s]) for s in shown],
-                                 [(labels[s] > 0).astype(np.uint8) for s in shown], titles, zoom_margin=0.6)
+                                 [(labels[s] > 0).astype(np.uint8) for s in shown], titles, zoom_margin=0.6,
+                                 heading=PREDICTED)
         return res
 
 

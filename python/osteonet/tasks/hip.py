@@ -25,7 +25,7 @@ from .classification import majority_baseline
 from .inputs import input_name, read_scan, to_unit, write_mask_nifti, write_mask_png
 from .layout import manifest, number, where
 from .segmentation import (build_segmenter, check_pairs, group_bootstrap, load_pair, mask_digest, middle, read_pairs,
-                           segment, segment_scan, segmentation_stage, segmenter_arch, _f)
+                           segment, segment_scan, segmentation_stage, segmenter_arch, PREDICTED, _f)
 
 WHO = list(clinical.CLASS_NAMES)
 HIP_TABLE = {0: "background", 1: "femoral_neck", 2: "greater_trochanter", 3: "wards_triangle", 4: "total_hip_rest"}
@@ -233,7 +233,7 @@ class HipTask(Task):
             title += "\nSYNTHETIC-DATA MODEL: not a finding"
         res["picture"] = os.path.join(out, f"{name}.png")
         figures.mask_overlay_png(res["picture"], [unit[0]], [np.zeros_like(pred[0])], [pred[0]], [title],
-                                 num_labels=H.NUM_HIP_LABELS)
+                                 num_labels=H.NUM_HIP_LABELS, heading=PREDICTED)
         return res
 
 

@@ -249,11 +249,16 @@ def segment_scan(model: torch.nn.Module, unit: np.ndarray, size: int) -> np.ndar
 
 
 def overlay_png(path: str, images: List[np.ndarray], truths: List[np.ndarray], preds: List[np.ndarray],
-                titles: List[str], num_labels: int, notice: Optional[str] = None) -> None:
+                titles: List[str], num_labels: int, notice: Optional[str] = None, predicted_only: bool = False) -> None:
     from .. import figures
 
-    figures.mask_overlay_png(path, images, truths, preds, [t + ("\nSYNTHETIC-DATA MODEL" if notice else "") for t in titles],
-                             num_labels=num_labels)
+    figures.mask_overlay_png(path, images, truths, preds,
+                             [t + ("\nSYNTHETIC-DATA MODEL: not a finding" if notice else "") for t in titles],
+                             num_labels=num_labels, heading=PREDICTED if predicted_only else HEADING)
+
+
+HEADING = "reference (solid) and predicted (dashed) outlines"
+PREDICTED = "predicted outlines (dashed)"
 
 
 def middle(stack: np.ndarray) -> np.ndarray:
@@ -386,8 +391,8 @@ class SegmentationTask(Task):
         if not scan.is_volume:
             res["mask_png"] = write_mask_png(os.path.join(out, f"{name}_mask.png"), pred[0])
         res["picture"] = os.path.join(out, f"{name}.png")
-        overlay_png(res["picture"], [middle(unit)], [np.zeros_like(middle(pred))], [middle(pred)],
-                    [f"{name}: predicted outlines (dashed)"], len(table), options.get("_notice"))
+        overlay_png(res["picture"], [middle(unit)], [np.zeros_like(middle(pred))], [middle(pred)], [name], len(table),
+                    options.get("_notice"), predicted_only=True)
         return res
 
 
