@@ -137,7 +137,7 @@ def predict(checkpoint: str, inputs: Sequence[str], out: str, options: Optional[
         res.update(t.predict(bundle, os.fspath(path), out, dict(opts, _notice=notice)))
         res["model"] = {"card": os.path.join(run_dir, CARD_NAME), "trained_on": data.get("source", "unknown"),
                         "synthetic_training_data": bool(data.get("synthetic")), "training_folder": data.get("folder"),
-                        "training_counts": data.get("counts")}
+                        "training_samples": data.get("train"), "folder_counts": data.get("counts")}
         if notice:
             res["notice"] = notice
         name = res.pop("_name")
