@@ -1,10 +1,10 @@
-// Python bindings of the training engine (osteonet._core.train): schedules, early stopping, atomic
-// writes and checkpoint checks, which osteonet.train's Python loop uses so both loops behave alike.
+// Python bindings of the training engine's C++ core (osteonet._core.train): schedules, early stopping and
+// the checkpoint checks, which osteonet.train's loop uses, so a C++ training loop behaves alike.
 #include <torch/extension.h>
 
 #include <osteonet/train/checkpoint.hpp>
 #include <osteonet/train/schedule.hpp>
-#include <osteonet/train/trainer.hpp>
+#include <osteonet/train/early_stopping.hpp>
 
 #include "common.hpp"
 
@@ -43,11 +43,6 @@ void bind_train(py::module_& parent) {
       .def("state_dict", &ot::EarlyStopping::state_dict)
       .def("load_state_dict", &ot::EarlyStopping::load_state_dict, py::arg("state"));
 
-  m.def("atomic_write", [](const std::string& path, const py::bytes& data) {
-    std::string s = data;  // copy out of the Python object, then write without the GIL
-    py::gil_scoped_release release;
-    ot::atomic_write(path, s);
-  }, py::arg("path"), py::arg("data"));
   m.def("check_checkpoint_file", [](const std::string& path) {
     py::gil_scoped_release release;
     ot::read_checkpoint_bytes(path);

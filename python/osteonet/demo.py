@@ -17,6 +17,7 @@ from typing import Dict, List
 import torch
 
 from . import models
+from .io import write_text
 
 
 def gflops(model: torch.nn.Module, x: torch.Tensor) -> float:
@@ -91,10 +92,7 @@ def main(argv=None) -> int:
     bad = [r["model"] for r in rows if r.get("max_abs_diff", 0.0) > 1e-4]
     os.makedirs(args.out, exist_ok=True)
     for fname, text in (("models.json", json.dumps(rows, indent=1)), ("models.md", table + "\n")):
-        tmp = os.path.join(args.out, fname + ".tmp")
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, os.path.join(args.out, fname))
+        write_text(os.path.join(args.out, fname), text)
     print(f"\nwrote {args.out}/models.md and models.json")
     if bad:
         print("MISMATCH against torchvision:", ", ".join(bad))

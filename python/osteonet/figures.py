@@ -50,7 +50,8 @@ def roc_png(path: str, curves: Dict[str, Dict[str, Sequence[float]]], title: str
 
 
 def mask_overlay_png(path: str, images: Sequence[np.ndarray], truths: Sequence[np.ndarray], preds: Sequence[np.ndarray],
-                     titles: Sequence[str], num_labels: int = 2, cols: int = 4, zoom_margin: Optional[float] = None) -> None:
+                     titles: Sequence[str], num_labels: int = 2, cols: int = 4, zoom_margin: Optional[float] = None,
+                     heading: str = "reference (solid) and predicted (dashed) outlines") -> None:
     """Images in a grid with the reference (solid) and predicted (dashed) outline of each label 1..num_labels-1.
     With `zoom_margin`, each panel shows only the box of both masks widened by that fraction of its size."""
     plt = _plt()
@@ -79,7 +80,7 @@ def mask_overlay_png(path: str, images: Sequence[np.ndarray], truths: Sequence[n
                 if 0 < mk.sum() < mk.size:
                     ax.contour(mk, levels=[0.5], colors=[c], linewidths=1.0, linestyles=style)
         ax.set_title(titles[i], fontsize=8)
-    fig.suptitle("reference (solid) and predicted (dashed) outlines", fontsize=9)
+    fig.suptitle(heading, fontsize=9)
     _save(fig, path)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-import tempfile
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -20,6 +19,7 @@ from torch import nn
 
 from . import _core
 from .models import CppModule, OsteoModel, create_model
+from .train.trainer import freeze_batchnorm  # noqa: F401  (one freeze_batchnorm, re-exported here)
 
 __all__ = [
     "SliceEncoder", "Aggregator", "ScanPipeline", "create_slice_encoder", "create_aggregator", "AGGREGATOR_NAMES",
@@ -28,7 +28,6 @@ __all__ = [
     "grey_to_rgb", "subtract_pixel_mean", "pixel_mean", "random_rotate_shift", "reorient_to_sagittal",
     "predict_scan", "occlusion_sensitivity", "save_occlusion_overlay", "SAGITTAL_AXCODES",
     "train_two_stage", "TwoStageResult", "STAGE2_AGGREGATORS", "save_ovf_checkpoints", "load_ovf_checkpoint",
-    "predict_ovf",
 ]
 
 AGGREGATOR_NAMES = tuple(e["name"] for e in _core.registry_entries("aggregator"))
@@ -189,34 +188,6 @@ def slice_bce_loss(slice_logits: torch.Tensor, scan_labels: torch.Tensor,
     if target.numel() != logits.numel():
         raise ValueError(f"slice_bce_loss: {logits.numel()} slice logits for {target.numel()} labelled slices")
     return nn.functional.binary_cross_entropy_with_logits(logits, target)
-
-
-def freeze_batchnorm(model: nn.Module, frozen: bool = True) -> nn.Module:
-    """Freezes every BatchNorm of ``model`` (§3.3.1): eval mode kept through ``train()``, no gradients.
-
-    osteonet's :class:`SliceEncoder` does it in C++; any other module (e.g. torchvision's) gets its
-    BatchNorms switched to eval before every forward by a pre-hook.
-    """
-    if isinstance(model, SliceEncoder):
-        return model.freeze_batchnorm(frozen)
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for m in bns:
-        for p in m.parameters():
-            p.requires_grad_(not frozen)
-    old = getattr(model, "_osteonet_bn_hook", None)
-    if old is not None:
-        old.remove()
-        model._osteonet_bn_hook = None
-    if frozen:
-        for m in bns:
-            m.eval()
-
-        def _keep_eval(module, args):  # noqa: ANN001
-            for m in bns:
-                m.training = False
-
-        model._osteonet_bn_hook = model.register_forward_pre_hook(_keep_eval)
-    return model
 
 
 def encoder_fc_parameters(encoder: nn.Module, include_output: bool = False) -> List[nn.Parameter]:
@@ -401,9 +372,11 @@ def save_occlusion_overlay(image: Any, heatmap: Any, path: Union[str, os.PathLik
                            cmap: str = "jet", title: Optional[str] = None, dpi: int = 100) -> str:
     """Writes a PNG of the grey ``image`` (H x W, or C x H x W: first channel) with ``heatmap`` overlaid.
 
-    The file is written atomically (temporary file in the same folder, fsync, ``os.replace``).
+    The file is written whole or not at all (osteonet.io's atomic writer).
     """
     import matplotlib
+
+    from .io import write_with
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
@@ -425,20 +398,9 @@ def save_occlusion_overlay(image: Any, heatmap: Any, path: Union[str, os.PathLik
     lim = float(np.abs(heat).max()) or 1.0
     ax.imshow(heat, cmap=cmap, alpha=alpha, vmin=-lim if (heat < 0).any() else 0.0, vmax=lim, interpolation="bilinear")
     if title:
-        ax.set_title(title, fontsize=8, color="white", y=0.95)
+        ax.set_title(title, fontsize=8, color="white", y=0.98, va="top")  # inside the image, several lines downwards
     ax.set_axis_off()
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".overlay-", suffix=".png", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=dpi)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
     return path
 
 
@@ -491,12 +453,48 @@ def _optimizer(name: str, groups: List[Dict[str, Any]], weight_decay: float) -> 
     raise ValueError(f"train_two_stage: optimizer must be 'adam' or 'sgd', got {name!r}")
 
 
-def _plateau(opt: torch.optim.Optimizer, patience: int):
-    from .train import get_lrs, make_schedule
+class _SliceBatches:
+    """Stage 1's loader: per epoch a permutation of ``n`` slices drawn from ``generator``, in batches of
+    ``batch_size`` index tensors; a batch smaller than ``min_size`` is skipped (BatchNorm needs two).
+    With ``before_epoch``, it is called first each epoch (stage 2 recomputes augmented features)."""
 
-    sched = make_schedule("plateau", factor=0.5, patience=int(patience))
-    sched.attach(get_lrs(opt))
-    return sched
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator, min_size: int = 1,
+                 before_epoch: Any = None) -> None:
+        self.n, self.batch_size, self.generator, self.min_size = int(n), int(batch_size), generator, int(min_size)
+        self.before_epoch = before_epoch
+
+    def __iter__(self):
+        if self.before_epoch is not None:
+            self.before_epoch()
+        for idx in torch.randperm(self.n, generator=self.generator).split(self.batch_size):
+            if len(idx) >= self.min_size:
+                yield idx
+
+
+class _Stage2Model(nn.Module):
+    """What stage 2 trains: an aggregator and its encoder copy's FC head. Its state dict holds those
+    parts only (``aggregator.*``, ``encoder.fc1.*`` ...), so its checkpoints stay small; the frozen
+    backbone is the stage-1 encoder's."""
+
+    def __init__(self, encoder: SliceEncoder, aggregator: Aggregator) -> None:
+        super().__init__()
+        self.encoder, self.aggregator = encoder, aggregator
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> Dict[str, torch.Tensor]:  # type: ignore[override]
+        out = {f"aggregator.{k}": v for k, v in self.aggregator.state_dict().items()}
+        out.update({f"encoder.{k}": v for k, v in self.encoder.state_dict().items() if k.startswith(_HEAD_PREFIXES)})
+        return out
+
+    def load_state_dict(self, state: Dict[str, torch.Tensor], strict: bool = True):  # type: ignore[override]
+        self.aggregator.load_state_dict({k[len("aggregator."):]: v for k, v in state.items() if k.startswith("aggregator.")},
+                                        strict=strict)
+        own = self.encoder.state_dict()
+        head = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+        if strict and set(head) != {k for k in own if k.startswith(_HEAD_PREFIXES)}:
+            raise RuntimeError(f"_Stage2Model: the encoder head's keys differ, got {sorted(head)[:4]}")
+        own.update(head)
+        self.encoder.load_state_dict(own)
+        return None
 
 
 def train_two_stage(train_scans: Sequence[torch.Tensor], train_labels: Any,
@@ -508,10 +506,12 @@ def train_two_stage(train_scans: Sequence[torch.Tensor], train_labels: Any,
                     stage2_epochs: int = 600, stage2_patience: int = 10, stage2_augment: bool = False,
                     weight_decay: float = 1e-4, max_degrees: float = 10.0, max_shift: float = 0.1,
                     lstm_options: Optional[Dict[str, Any]] = None, encoder: Optional[SliceEncoder] = None,
-                    seed: int = 0, log: Any = print) -> TwoStageResult:
-    """Seed 002's two-stage training (§3.3) on scans given as their selected sagittal slices.
+                    seed: int = 0, log: Any = print, out_dir: Optional[str] = None,
+                    resume: bool = False) -> TwoStageResult:
+    """Seed 002's two-stage training (§3.3) on scans given as their selected sagittal slices: one
+    :class:`osteonet.train.Trainer` ``fit`` for stage 1, one per trained aggregator for stage 2.
 
-    ``train_scans``/``val_scans``: lists of T_i x H x W tensors (the centre slices, intensity already
+    ``train_scans``/``val_scans``: lists of T_i x H x W tensors (the selected slices, intensity already
     windowed; any H x W: they are resized to ``image_size``), with one 0/1 label per scan.
 
     Stage 1 (§3.3.1): the slice encoder on single slices, every slice carrying its scan's label (BCE),
@@ -525,14 +525,19 @@ def train_two_stage(train_scans: Sequence[torch.Tensor], train_labels: Any,
     same plateau halving and best-epoch selection. The frozen backbone's pooled features are computed
     once (``stage2_augment=True`` recomputes them from augmented slices every epoch, as the paper
     augments in stage 2). Voting is a count with no gradient: it is used with the stage-1 encoder.
+
+    ``out_dir``: each fit's checkpoints and logs in ``out_dir/stage1`` and ``out_dir/stage2_<aggregator>``;
+    with ``resume``, an interrupted run continues from them and ends as an uninterrupted one would.
     """
-    from .train import get_lrs, set_lrs
+    from .train import Trainer, freeze_batchnorm, make_schedule
 
     unknown = [a for a in aggregators if a not in AGGREGATOR_NAMES]
     if unknown or not aggregators:
         raise ValueError(f"train_two_stage: aggregators must be among {list(AGGREGATOR_NAMES)}, got {list(aggregators)}")
     if not train_scans:
         raise ValueError("train_two_stage: no training scans")
+    if resume and not out_dir:
+        raise ValueError("train_two_stage: resume=True needs out_dir, got out_dir=None")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     y_tr = _labels_tensor(train_labels, len(train_scans), "train_labels")
@@ -543,6 +548,8 @@ def train_two_stage(train_scans: Sequence[torch.Tensor], train_labels: Any,
     va = _prepare(val_scans, image_size, mean) if has_val else []
     bce = nn.functional.binary_cross_entropy_with_logits
     history: Dict[str, List[Dict[str, float]]] = {}
+    folder = (lambda name: os.path.join(out_dir, name)) if out_dir else (lambda name: None)  # noqa: E731
+    monitor = "val_loss" if has_val else "train_loss"
 
     # ---- stage 1: the slice encoder
     enc = encoder if encoder is not None else create_slice_encoder()
@@ -552,44 +559,22 @@ def train_two_stage(train_scans: Sequence[torch.Tensor], train_labels: Any,
     yv = expand_scan_labels(y_va, [t.shape[0] for t in va]) if has_val else None
     opt = _optimizer(stage1_optimizer, [{"params": [p for p in enc.parameters() if p.requires_grad],
                                          "lr": stage1_lr}], weight_decay)
-    sched = _plateau(opt, stage1_patience)
 
-    def slice_loss(xs: torch.Tensor, ys: torch.Tensor) -> float:
-        enc.eval()
-        with torch.no_grad():
-            return float(sum(bce(enc(grey_to_rgb(xb)).reshape(-1), yb, reduction="sum")
-                             for xb, yb in zip(xs.split(256), ys.split(256))) / max(1, len(ys)))
+    def slice_step(model: nn.Module, idx: torch.Tensor):
+        xb = grey_to_rgb(random_rotate_shift(X[idx], max_degrees, max_shift))
+        return bce(model(xb).reshape(-1), y[idx]), len(idx)
 
-    best, best_state, hist = float("inf"), None, []
-    for epoch in range(1, stage1_epochs + 1):
-        set_lrs(opt, sched.lrs)
-        enc.train()
-        perm = torch.randperm(len(X), generator=gen)
-        total, n = 0.0, 0
-        for idx in perm.split(stage1_batch_size):
-            if len(idx) < 2:  # BatchNorm needs two samples
-                continue
-            xb = grey_to_rgb(random_rotate_shift(X[idx], max_degrees, max_shift))
-            loss = bce(enc(xb).reshape(-1), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total, n = total + float(loss) * len(idx), n + len(idx)
-        rec = {"epoch": epoch, "train_loss": total / max(1, n), "lr": get_lrs(opt)[0]}
-        if has_val:
-            rec["val_loss"] = slice_loss(Xv, yv)
-        monitored = rec.get("val_loss", rec["train_loss"])
-        sched.step(monitored)
-        if monitored < best:
-            best, best_state = monitored, copy.deepcopy(enc.state_dict())
-        hist.append(rec)
-        if log:
-            log("stage 1 " + "  ".join(f"{k} {v:.4g}" for k, v in rec.items()))
-    if best_state is not None:
-        enc.load_state_dict(best_state)
-    enc.freeze_batchnorm(True)
+    def slice_val(model: nn.Module, epoch: int) -> Dict[str, float]:
+        return {"val_loss": float(sum(bce(model(grey_to_rgb(xb)).reshape(-1), yb, reduction="sum")
+                                      for xb, yb in zip(Xv.split(256), yv.split(256))) / max(1, len(yv)))}
+
+    trainer = Trainer(enc, opt, make_schedule("plateau", factor=0.5, patience=int(stage1_patience)),
+                      epochs=int(stage1_epochs), monitor=monitor, keep_best=True, out_dir=folder("stage1"),
+                      generators=[gen], progress=log is not None)
+    history["stage1"] = trainer.fit(_SliceBatches(len(X), stage1_batch_size, gen, min_size=2), slice_step,
+                                    slice_val if has_val else None, resume=resume)
+    freeze_batchnorm(enc)
     enc.eval()
-    history["stage1"] = hist
 
     # ---- stage 2: aggregators on the 32-d features, the encoder's FC layers fine-tuned
     def pooled_of(scans: List[torch.Tensor], augment: bool) -> List[torch.Tensor]:
@@ -614,59 +599,39 @@ def train_two_stage(train_scans: Sequence[torch.Tensor], train_labels: Any,
         if is_lstm:
             groups.insert(0, {"params": list(agg.parameters()), "lr": stage2_lr})
         opt = _optimizer(stage2_optimizer, groups, weight_decay)
-        sched = _plateau(opt, stage2_patience)
+        current = {"pooled": p_tr}
 
-        def scan_loss(pooled: List[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-            feats = [enc_k.embed(p) for p in pooled]
-            if is_lstm:
-                return bce(agg.forward_logits(feats), labels)
-            prob = agg([torch.sigmoid(enc_k.head(f)) for f in feats]).clamp(1e-6, 1 - 1e-6)
-            return nn.functional.binary_cross_entropy(prob, labels)
+        def scan_loss(model: _Stage2Model, pooled: List[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+            feats = [model.encoder.embed(p) for p in pooled]
+            if model.aggregator.takes_probabilities:
+                prob = model.aggregator([torch.sigmoid(model.encoder.head(f)) for f in feats]).clamp(1e-6, 1 - 1e-6)
+                return nn.functional.binary_cross_entropy(prob, labels)
+            return bce(model.aggregator.forward_logits(feats), labels)
 
-        tuned = lambda: {k: v.detach().clone() for k, v in  # noqa: E731
-                         list(agg.state_dict().items()) + [("encoder." + k, v) for k, v in enc_k.state_dict().items()
-                                                           if k.startswith(_HEAD_PREFIXES)]}
-        best, best_state, hist = float("inf"), None, []
-        for epoch in range(1, stage2_epochs + 1):
-            set_lrs(opt, sched.lrs)
-            pooled = pooled_of(tr, True) if stage2_augment else p_tr
-            enc_k.train()
-            agg.train()
-            perm = torch.randperm(len(pooled), generator=gen)
-            total = 0.0
-            for idx in perm.split(stage2_batch_size):
-                loss = scan_loss([pooled[i] for i in idx.tolist()], y_tr[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(loss) * len(idx)
-            rec = {"epoch": epoch, "train_loss": total / len(pooled), "lr": get_lrs(opt)[0]}
-            if has_val:
-                enc_k.eval()
-                agg.eval()
-                with torch.no_grad():
-                    rec["val_loss"] = float(scan_loss(p_va, y_va))
-            monitored = rec.get("val_loss", rec["train_loss"])
-            sched.step(monitored)
-            if monitored < best:
-                best, best_state = monitored, tuned()
-            hist.append(rec)
-        if best_state is not None:
-            agg.load_state_dict({k: v for k, v in best_state.items() if not k.startswith("encoder.")})
-            own = enc_k.state_dict()
-            own.update({k[len("encoder."):]: v for k, v in best_state.items() if k.startswith("encoder.")})
-            enc_k.load_state_dict(own)
+        def scan_step(model: _Stage2Model, idx: torch.Tensor):
+            return scan_loss(model, [current["pooled"][i] for i in idx.tolist()], y_tr[idx]), len(idx)
+
+        def augmented() -> None:
+            current["pooled"] = pooled_of(tr, True)
+
+        trainer = Trainer(_Stage2Model(enc_k, agg), opt, make_schedule("plateau", factor=0.5, patience=int(stage2_patience)),
+                          epochs=int(stage2_epochs), monitor=monitor, keep_best=True, out_dir=folder(f"stage2_{name}"),
+                          generators=[gen], progress=False)
+        loader = _SliceBatches(len(p_tr), stage2_batch_size, gen, before_epoch=augmented if stage2_augment else None)
+        history[name] = hist = trainer.fit(
+            loader, scan_step, (lambda m, e: {"val_loss": float(scan_loss(m, p_va, y_va))}) if has_val else None,
+            resume=resume)
         enc_k.eval()
         agg.eval()
-        history[name] = hist
         if log and hist:
             last = hist[-1]
             log(f"stage 2 {name}: {len(hist)} epochs, train_loss {last['train_loss']:.4g}"
-                + (f" val_loss {last['val_loss']:.4g}" if "val_loss" in last else "") + f", best {best:.4g}")
+                + (f" val_loss {last['val_loss']:.4g}" if "val_loss" in last else "")
+                + f", best {trainer.early_stopping.best:.4g}")
     return TwoStageResult(enc, models, mean, int(image_size), history)
 
 
-# ---- checkpoints and the scan-level predictor -------------------------------------------------------
+# ---- checkpoints (the ovf task, osteonet/tasks/ovf.py, predicts with them) -------------------------
 OVF_CARD_VERSION = 1
 
 
@@ -680,7 +645,8 @@ def save_ovf_checkpoints(folder: Union[str, os.PathLike], result: TwoStageResult
     checkpoint relative to its own folder. Returns name -> path."""
     import io as _io
 
-    from .train import CHECKPOINT_VERSION, atomic_write, save_checkpoint
+    from .io import write_bytes
+    from .train import CHECKPOINT_VERSION, save_checkpoint
 
     folder = os.fspath(folder)
     os.makedirs(folder, exist_ok=True)
@@ -701,7 +667,7 @@ def save_ovf_checkpoints(folder: Union[str, os.PathLike], result: TwoStageResult
         buf = _io.BytesIO()
         torch.save(state, buf)
         paths[name] = os.path.join(folder, f"{name}.pt")
-        atomic_write(paths[name], buf.getvalue())
+        write_bytes(paths[name], buf.getvalue())
     return paths
 
 
@@ -732,57 +698,3 @@ def load_ovf_checkpoint(path: Union[str, os.PathLike]) -> Tuple[SliceEncoder, Ag
         raise ValueError(f"checkpoint {path}: the aggregator state does not fit {card['aggregator']!r} "
                          f"({str(e).splitlines()[0]})") from None
     return enc.eval(), agg.eval(), card
-
-
-def predict_ovf(checkpoint: Union[str, os.PathLike], input_path: Union[str, os.PathLike],
-                out_dir: Optional[Union[str, os.PathLike]] = None, occlusion: bool = True) -> Dict[str, Any]:
-    """`osteonet predict --task ovf`: a CT volume (DICOM series folder or NIfTI, any orientation) ->
-    {"probability", "positive", "slice_indices", "slice_probabilities", ...}.
-
-    The volume (HU) is windowed as in training, reoriented to sagittal (:func:`reorient_to_sagittal`),
-    its centre slices are scored and aggregated. With ``out_dir``, writes ``<name>.json`` and an
-    occlusion heat map over the highest-scoring slice (``<name>_occlusion.png``).
-    """
-    from .io import read_volume, window, write_json
-
-    input_path = os.fspath(input_path)
-    enc, agg, card = load_ovf_checkpoint(checkpoint)
-    data, affine, _ = read_volume(input_path)
-    arr = np.asarray(data, dtype=np.float32)
-    if arr.ndim == 4 and arr.shape[3] == 1:
-        arr = arr[..., 0]
-    if arr.ndim != 3 or affine is None:
-        raise ValueError(f"{input_path}: expected a CT volume (a DICOM series folder or a NIfTI file), got an "
-                         f"array of shape {arr.shape}{'' if affine is not None else ' without orientation'}")
-    sag = reorient_to_sagittal(window(arr, card["window_center"], card["window_width"]), affine=affine)
-    pipe = ScanPipeline(enc, agg, center_fraction=card["center_fraction"], min_slices=card["min_slices"],
-                        image_size=card["image_size"], threshold=card["threshold"], pixel_mean=card["pixel_mean"])
-    out = pipe.predict_volume(torch.from_numpy(sag))
-    probs = out["slice_probabilities"].reshape(-1)
-    idx = out["slice_indices"].reshape(-1)
-    result: Dict[str, Any] = {
-        "input": input_path, "task": "ovf", "checkpoint": os.fspath(checkpoint), "aggregator": card["aggregator"],
-        "probability": float(out["probability"]), "positive": bool(out["positive"]), "threshold": card["threshold"],
-        "label": "fracture" if bool(out["positive"]) else "no_fracture", "sagittal_shape": list(sag.shape),
-        "slice_indices": [int(i) for i in idx.tolist()], "slice_probabilities": [float(p) for p in probs.tolist()]}
-    if out_dir is not None:
-        out_dir = os.fspath(out_dir)
-        os.makedirs(out_dir, exist_ok=True)
-        base = os.path.basename(input_path.rstrip("/"))
-        for ext in (".gz", ".nii", ".dcm"):
-            base = base[: -len(ext)] if base.lower().endswith(ext) else base
-        if occlusion:
-            k = int(torch.argmax(probs))
-            grey = resize_slices(torch.from_numpy(sag[int(idx[k])])[None, None], card["image_size"])
-            x = grey_to_rgb(subtract_pixel_mean(grey, card["pixel_mean"]))[0]
-            patch = max(4, card["image_size"] // 7)
-            occ = occlusion_sensitivity(enc, x, patch_size=patch, stride=max(2, patch // 2))
-            result["overlay"] = os.path.join(out_dir, f"{base}_occlusion.png")
-            big = lambda t: t if t.shape[-1] >= 256 else nn.functional.interpolate(  # noqa: E731
-                t[None, None], size=(256, 256), mode="bilinear", align_corners=False)[0, 0]
-            save_occlusion_overlay(big(grey[0, 0]), big(occ["heatmap"]), result["overlay"],
-                                   title=f"{card['aggregator']}: p(fracture) {result['probability']:.2f}, "
-                                         f"slice {int(idx[k])} p {float(probs[k]):.2f}")
-        result["json"] = os.path.join(out_dir, f"{base}.json")
-        write_json(result["json"], result)
-    return result

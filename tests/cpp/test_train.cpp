@@ -1,12 +1,15 @@
-// doctest: train/*.hpp: schedules (hand-worked values), checkpoint round trip and errors, resume equals an uninterrupted run.
+// doctest: train/*.hpp: schedules (hand-worked values), checkpoint round trip and errors, the atomic writer,
+// early stopping, frozen BatchNorm. The full loop with an exact resume is examples/cpp/train_classifier.cpp (a ctest).
 #include "testing.hpp"
 
 #include <osteonet/train/checkpoint.hpp>
 #include <osteonet/train/optim.hpp>
 #include <osteonet/train/schedule.hpp>
-#include <osteonet/train/trainer.hpp>
+#include <osteonet/train/batchnorm.hpp>
+#include <osteonet/train/early_stopping.hpp>
 
 #include <cstdio>
+#include <dirent.h>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -27,22 +30,6 @@ std::vector<double> run(ot::Schedule& s, const std::vector<double>& metrics) {
   for (double m : metrics) {
     s.step(m);
     out.push_back(s.lrs()[0]);
-  }
-  return out;
-}
-
-struct Batches {  // a fixed list of (x, y) batches: what a data loader gives
-  std::vector<std::pair<torch::Tensor, torch::Tensor>> b;
-  auto begin() const { return b.begin(); }
-  auto end() const { return b.end(); }
-};
-
-Batches toy_batches() {
-  torch::manual_seed(42);
-  Batches out;
-  for (int i = 0; i < 4; ++i) {
-    auto x = torch::randn({8, 5});
-    out.b.emplace_back(x, x.sum(1, true) * 0.5 + 1.0);
   }
   return out;
 }
@@ -147,40 +134,55 @@ TEST_CASE("checkpoint: round trip of model, SGD momentum, schedule and RNG; erro
   CHECK(ot::load_checkpoint(path, b.get(), nullptr, nullptr).epoch == 8);
 }
 
-TEST_CASE("Trainer: resume from the middle equals an uninterrupted run; early stopping stops") {
-  const auto data = toy_batches();
-  auto train = [&](int64_t epochs, const std::string& out, const std::string& resume_from) {
-    torch::manual_seed(3);
-    auto model = std::make_shared<torch::nn::LinearImpl>(5, 1);
-    auto opt = ot::make_optimizer("adam", *model, ot::OptimizerOptions().lr(0.05));
-    auto sched = std::shared_ptr<ot::Schedule>(ot::make_schedule("cosine", osteonet::OptionMap({{"t_max", int64_t(6)}})));
-    ot::Trainer t(ot::TrainerOptions().epochs(epochs).out_dir(out).progress(false).clip_grad_norm(1.0), model, *opt, sched);
-    if (!resume_from.empty()) t.resume(resume_from);
-    t.fit(data, [&](const std::pair<torch::Tensor, torch::Tensor>& b) {
-      auto pred = model->forward(b.first);
-      return torch::mse_loss(pred + 0.01 * torch::randn_like(pred), b.second);  // RNG in the loss: resume must restore it
-    }, [&](int64_t) { return std::map<std::string, double>{{"w0", model->weight[0][0].item<double>()}}; });
-    return std::make_pair(model, t.history());
-  };
-  const auto d1 = temp_dir(), d2 = temp_dir();
-  const auto straight = train(6, d1, "");
-  train(3, d2, "");
-  const auto resumed = train(6, d2, d2 + "/last.pt");
-  CHECK(resumed.first->weight.equal(straight.first->weight));
-  CHECK(resumed.first->bias.equal(straight.first->bias));
-  REQUIRE(resumed.second.size() == 6);
-  CHECK(resumed.second[5].at("train_loss") == straight.second[5].at("train_loss"));
-  std::ifstream csv(d2 + "/log.csv");
-  std::string header;
-  std::getline(csv, header);
-  CHECK(header == "epoch,train_loss,lr,w0,seconds");
+TEST_CASE("early stopping: best value, patience, state round trip; errors") {
+  ot::EarlyStopping s(2, "max");
+  CHECK(s.update(0.5));
+  CHECK_FALSE(s.update(0.5));  // equal is not better
+  CHECK_FALSE(s.should_stop());
+  CHECK_FALSE(s.update(0.4));
+  CHECK(s.should_stop());  // 2 evaluations without improvement
+  ot::EarlyStopping t(2, "max");
+  t.load_state_dict(s.state_dict());
+  CHECK(t.best() == 0.5);
+  CHECK(t.should_stop());
+  CHECK(t.update(0.7));
+  CHECK_FALSE(t.should_stop());
+  ot::EarlyStopping never(0, "min", 0.1);
+  for (int i = 0; i < 20; ++i) never.update(1.0);
+  CHECK_FALSE(never.should_stop());
+  CHECK_FALSE(never.update(0.95));  // not better by more than min_delta
+  CHECK_THROWS_AS(ot::EarlyStopping(1, "maximum"), osteonet::ValueError);
+  CHECK_THROWS_AS(s.update(std::nan("")), osteonet::ValueError);
+}
 
-  auto model = std::make_shared<torch::nn::LinearImpl>(5, 1);
-  auto opt = ot::make_optimizer("sgd", *model, ot::OptimizerOptions().lr(0.0));  // lr 0: the loss never improves
-  ot::Trainer t(ot::TrainerOptions().epochs(20).patience(2).progress(false), model, *opt);
-  t.fit(data, [&](const std::pair<torch::Tensor, torch::Tensor>& b) { return torch::mse_loss(model->forward(b.first), b.second); });
-  CHECK(t.stopped_early());
-  CHECK(t.epoch() == 3);  // best at epoch 1, then 2 epochs without improvement
+TEST_CASE("freeze_batchnorm: eval mode, no gradients, statistics kept") {
+  torch::nn::Sequential net(torch::nn::Linear(4, 6), torch::nn::BatchNorm1d(6), torch::nn::ReLU(), torch::nn::Linear(6, 1));
+  net->train();
+  CHECK(ot::freeze_batchnorm(*net) == 1);
+  auto bn = net[1]->as<torch::nn::BatchNorm1d>();
+  const auto mean = bn->running_mean.clone();
+  net->forward(torch::randn({8, 4})).sum().backward();
+  CHECK_FALSE(bn->is_training());
+  CHECK(bn->running_mean.equal(mean));
+  CHECK_FALSE(bn->weight.requires_grad());
+  CHECK(net[0]->as<torch::nn::Linear>()->weight.grad().defined());
+}
+
+TEST_CASE("atomic_write: whole files, no temporary left, a failed write keeps the old file") {
+  const auto dir = temp_dir();
+  const auto path = dir + "/a.bin";
+  ot::atomic_write(path, std::string("first"));
+  ot::atomic_write(path, std::string("second version"));
+  std::ifstream in(path, std::ios::binary);
+  std::string got((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(got == "second version");
+  int entries = 0;
+  DIR* d = ::opendir(dir.c_str());
+  REQUIRE(d != nullptr);
+  while (auto* e = ::readdir(d)) entries += std::string(e->d_name) != "." && std::string(e->d_name) != "..";
+  ::closedir(d);
+  CHECK(entries == 1);  // no temporary file beside it
+  CHECK_THROWS_AS(ot::atomic_write(dir + "/no/such/folder/x.bin", std::string("x")), std::runtime_error);
 }
 
 TEST_CASE("make_optimizer: groups with scaled rates, frozen parameters left out, unknown names") {

@@ -69,3 +69,17 @@ def match_detections(ours: dict, ref: dict) -> None:
     close_score = (ref["scores"][:, None] - ours["scores"][None, :]).abs() < 1e-3
     ok = ((iou > 0.99) & same_label & close_score).any(1)
     assert ok.all(), f"{int((~ok).sum())} of {ok.numel()} reference detections unmatched"
+
+
+def check_table_layout(table: dict, paper: str, paper_id: str) -> None:
+    """The one table.json layout of every reproduction (osteonet/reproduce/table.py)."""
+    assert table["osteonet_table"] == 1 and table["paper"] == paper and table["paper_id"] == paper_id
+    assert {"title", "preset", "seed", "data", "config", "rows", "extras", "files", "timing"} <= set(table)
+    assert table["rows"]
+    for row in table["rows"]:
+        assert row["paper_id"] == paper_id and isinstance(row["method"], str) and row["metrics"], row
+        for name, cell in row["metrics"].items():
+            assert {"value", "ci", "paper"} <= set(cell), (row["method"], name)
+            if cell["ci"] is not None and cell["value"] is not None and None not in cell["ci"]:
+                assert cell["ci"][0] - 1e-9 <= cell["value"] <= cell["ci"][1] + 1e-9, (row["method"], name, cell)
+    assert any(cell["paper"] is not None for row in table["rows"] for cell in row["metrics"].values())

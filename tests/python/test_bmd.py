@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from scipy import stats
 
 from osteonet import bmd as B
+from osteonet import clinical
 from osteonet.cli import build_parser
 from osteonet.segmentation import mat_region
 
@@ -96,38 +97,93 @@ def test_cli_accepts_bmd_and_hip():
     assert p.parse_args(["reproduce", "hip", "--preset", "paper", "--out", "x"]).preset == "paper"
 
 
-TINY = dict(n_patients=6, slices_per_patient=4, seg_size=32, seg_options=dict(base_channels=4, depth=2), seg_epochs=1,
+TINY = dict(n_patients=6, slices_per_patient=4, seg_size=32, seg_base_channels=4, seg_depth=2, seg_epochs=1,
             seg_batch_size=4, crop_size=32, reg_epochs=1, reg_batch_size=4)
 
 
-def test_reproduce_bmd_tiny_end_to_end(tmp_path):
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory):
+    from osteonet.reproduce.bmd import reproduce
+
+    out = tmp_path_factory.mktemp("bmd")
+    res = reproduce(str(out), preset="quick", seed=1, progress=False, overrides=TINY)
+    return out, res
+
+
+def test_reproduce_bmd_tiny_end_to_end(reproduced, tmp_path):
+    from conftest import check_table_layout
     from osteonet.reproduce.bmd import reproduce
 
     with pytest.raises(ValueError, match="preset must be one of"):
         reproduce(str(tmp_path), preset="fast")
     with pytest.raises(ValueError, match=r"unknown override\(s\) \['epochs'\]"):
         reproduce(str(tmp_path), overrides={"epochs": 1})
-    res = reproduce(str(tmp_path), preset="quick", seed=1, progress=False, overrides=TINY)
-    with open(tmp_path / "table.json") as f:
+    with pytest.raises(ValueError, match="one method"):
+        reproduce(str(tmp_path), variants=["x"])
+    out, res = reproduced
+    with open(out / "table.json") as f:
         table = json.load(f)
+    check_table_layout(table, "bmd", "003")
     assert table["preset"] == "quick" and table["config"]["seg_size"] == 32
     row = table["rows"][0]
     assert row == json.loads(json.dumps(res["rows"][0]))
     assert row["method"] == "unet + densenet121"
-    assert set(row["dice"]) == {"L1", "L2", "L3", "L4", "mean"}
-    assert all(0.0 <= row["dice"][k] <= 1.0 for k in row["dice"])
-    assert -1.0 <= row["pearson_r"] <= 1.0 and row["pearson_ci"][0] <= row["pearson_r"] <= row["pearson_ci"][1]
-    ba = row["bland_altman"]
-    assert ba["loa_low"] < ba["bias"] < ba["loa_high"]
-    assert 0.0 <= row["class_accuracy"] <= 1.0 and row["n_test_slices"] % 4 == 0
-    md = (tmp_path / "table.md").read_text()
+    m = {k: v["value"] for k, v in row["metrics"].items()}
+    assert {f"dice_{lv}" for lv in ("L1", "L2", "L3", "L4")} | {"dice_mean"} <= set(m)
+    assert all(0.0 <= m[k] <= 1.0 for k in m if k.startswith("dice_"))
+    assert -1.0 <= m["pearson_r"] <= 1.0 and row["metrics"]["pearson_r"]["paper"] == "> 0.98"
+    ba = row["details"]["bland_altman"]
+    assert ba["loa_low"] < ba["bias"] < ba["loa_high"] and ba["bias"] == m["bland_altman_bias"]
+    assert 0.0 <= m["class_accuracy"] <= 1.0 and row["n"] % 4 == 0
+    assert row["details"]["baseline"]["method"].startswith("every slice gets the training split's mean BMD")
+    md = (out / "table.md").read_text()
     assert "Pearson r" in md and "0.823" in md
     for name in ("masks_over_images.png", "bland_altman.png", "bmd_scatter.png", "segmentation/last.pt",
-                 "regression/last.pt", "regression/target_scaler.json"):
-        assert os.path.getsize(tmp_path / name) > 0, name
-    assert (tmp_path / "masks_over_images.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # The generated CT carries a vertebral-body mask per slice.
+                 "regression/last.pt", "model.json"):
+        assert os.path.getsize(out / "run" / name) > 0, name
+    card = json.loads((out / "run" / "model.json").read_text())
+    assert card["preprocessing"]["target_scaler"]["std"] > 0 and card["training_data"]["synthetic"]
+    # The generated CT carries a vertebral-body mask per slice and the bmd layout's columns.
     from osteonet.io import read_manifest
 
-    rows = read_manifest(str(tmp_path / "data"), required=("mask_path",))
-    assert len(rows) == 24 and all(os.path.exists(tmp_path / "data" / r["mask_path"]) for r in rows)
+    rows = read_manifest(str(out / "data"), required=("image", "mask", "bmd"))
+    assert len(rows) == 24 and all(os.path.exists(out / "data" / r["mask"]) for r in rows)
+
+
+def test_vertebrae_are_slices_whose_bodies_overlap_and_touch():
+    from osteonet.tasks.bmd import vertebrae
+
+    m = np.zeros((9, 6, 6), bool)
+    m[0:3, 1:4, 1:4] = True   # a body over 3 slices
+    m[4:6, 1:4, 1:4] = True   # one empty slice (4 mm at 2 mm spacing), then more of it, or the next one
+    m[6, 4:6, 4:6] = True     # the next slice, but not overlapping in plane: another body
+    m[8, 1:3, 1:3] = True
+    assert vertebrae(m, 2.0, 6.0) == [[0, 1, 2, 4, 5], [6], [8]]       # a 4 mm gap is within one body
+    assert vertebrae(m, 2.0, 3.0) == [[0, 1, 2], [4, 5], [6], [8]]     # a 4 mm gap is a disc
+    assert vertebrae(m, 10.0, 6.0) == [[0], [1], [2], [4], [5], [6], [8]]  # slices 10 mm apart never join
+
+
+def test_predict_bmd_on_a_ct_series_writes_masks_in_its_geometry(reproduced, tmp_path, capsys):
+    """A patient's DICOM series (the generator's: 4 slices, L1-L4, 40 mm apart): one label per vertebra
+    found, the mask as NIfTI with the series' affine and shape, BMD and the ACR class of each."""
+    import nibabel as nib
+
+    from osteonet.cli import main
+    from osteonet.io import read_dicom_series
+    from osteonet.synth import generate_ct_dataset
+
+    generate_ct_dataset(str(tmp_path / "ct"), 1, 4, seed=5, progress=False)
+    series = str(tmp_path / "ct" / "dicom" / "CT005-0000")
+    out, _ = reproduced
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(out / "run"), "--out", str(tmp_path / "p"), series]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    vol, affine, _ = read_dicom_series(series)
+    mask = nib.load(res["mask_nifti"])
+    assert mask.shape == vol.shape and np.allclose(mask.affine, affine)
+    labels = np.asarray(mask.dataobj)
+    assert sorted(set(np.unique(labels).tolist()) - {0}) == [v["label"] for v in res["vertebrae"]]
+    for v in res["vertebrae"]:
+        assert len(v["slices"]) == 1  # 40 mm apart: every slice is its own vertebra
+        assert v["acr_class"] == ["normal", "osteopenia", "osteoporosis"][int(clinical.acr_class(v["bmd_mg_cm3"]))]
+    assert "not a finding" in res["notice"] and res["picture"].endswith(".png")

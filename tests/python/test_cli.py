@@ -1,65 +1,83 @@
-"""The `osteonet` command line end to end on tiny built-in data: synth, train, evaluate, predict,
-reproduce (DSNet, one light variant), and one-line errors with exit code 2."""
+"""The `osteonet` command line: one registration per command, one-line errors with exit code 2, DSNet's
+reproduction (one light variant) as a preset of the detection task, the detection task on a user's COCO
+folder without patient ids, and `reproduce all` (the main job)."""
 
 import json
 import os
 
 import pytest
 
-from osteonet.cli import main
+from conftest import check_table_layout
+from osteonet.cli import COMMANDS, build_parser, main
 from osteonet.reproduce import dsnet
 
 
-def test_synth_train_evaluate_predict(tmp_path, capsys):
-    data, run, ev, pr = (str(tmp_path / d) for d in ("dxa", "run", "eval", "pred"))
-    assert main(["synth", "--kind", "dxa", "--n", "24", "--out", data, "--seed", "1"]) == 0
-    assert main(["train", "--data", data, "--model", "dxa_cnn21", "--epochs", "2", "--image-size", "48",
-                 "--batch-size", "8", "--out", run, "--quiet"]) == 0
-    for f in ("last.pt", "model.json", "metrics.json", "log.csv", "confusion_matrix.png", "roc.png", "training_curves.png"):
-        assert os.path.exists(os.path.join(run, f)), f
-    assert main(["evaluate", "--checkpoint", os.path.join(run, "last.pt"), "--data", data, "--out", ev]) == 0
-    m = json.load(open(os.path.join(ev, "metrics.json")))
-    assert m["n"] == 24 and set(m) >= {"accuracy", "f1_macro", "per_class", "confusion_matrix"}
-    assert set(m["per_class"]["osteoporosis"]) >= {"precision", "recall", "specificity", "recall_ci", "specificity_ci"}
-    assert sum(map(sum, m["confusion_matrix"])) == 24
-    image = os.path.join(data, "images", sorted(os.listdir(os.path.join(data, "images")))[0])
-    assert main(["predict", "--checkpoint", os.path.join(run, "last.pt"), "--input", image, "--out", pr]) == 0
-    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert out["class"] in ("normal", "osteoporosis") and abs(sum(out["probabilities"].values()) - 1) < 1e-5
-    assert os.path.exists(os.path.join(pr, os.path.splitext(os.path.basename(image))[0] + ".png"))
+def test_every_command_registers_itself():
+    names = set(build_parser()._subparsers._group_actions[0].choices)
+    assert names == {"synth", "train", "evaluate", "predict", "check-data", "reproduce", "bench"}
+    assert len(COMMANDS) == len(names)
 
 
 def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
     (tmp_path / "manifest.csv").write_text("file,label\n")
-    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert main(["train", "--task", "classification", "--data", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip()
     assert "missing column(s) ['path']" in err and "\n" not in err
-    assert main(["evaluate", "--checkpoint", str(tmp_path / "x.pt"), "--data", str(tmp_path), "--out", str(tmp_path)]) == 2
-    assert "model.json" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "manifest.csv"), "--data", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert "no model.json beside it" in capsys.readouterr().err
+    assert main(["predict", "--checkpoint", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert "give the input(s)" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["reproduce", "dsnetx", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        main(["train", "--task", "classifier", "--data", str(tmp_path), "--out", str(tmp_path)])
 
 
 def test_reproduce_dsnet_tiny(tmp_path):
     tiny = dict(n_patients=6, slices_per_patient=2, min_size=96, max_size=96, epochs=1, batch_size=2)
     res = dsnet.reproduce(str(tmp_path), preset="quick", variants=["mobilenet"], progress=False, overrides=tiny)
     table = json.load(open(tmp_path / "table.json"))
-    rows = {r["method"]: r for r in table["rows"]}
-    assert rows["MobileNet"]["paper"]["map"] == 80.9 and 0 <= rows["MobileNet"]["map"] <= 100
-    assert "recall" in rows["MobileNet"] and "seconds_per_image" in rows["MobileNet"]
-    assert "map" not in rows["VGG16"]  # not run: no numbers invented
+    check_table_layout(table, "dsnet", "000")
+    rows = {(r["table"], r["method"]): r for r in table["rows"]}
+    m = rows[("Table 2", "MobileNet")]["metrics"]
+    assert m["map"]["paper"] == 80.9 and 0 <= m["map"]["value"] <= 100 and m["map"]["ci"] is not None
+    assert m["recall"]["value"] is not None and m["seconds_per_image"]["paper"] == 0.1856
+    assert rows[("Table 2", "VGG16")]["metrics"]["map"]["value"] is None  # not run: no numbers invented
+    assert rows[("Table 2", "VGG16")]["metrics"]["map"]["paper"] == 80.0
     for pic in ("detections.png", "training_curves.png"):  # pictures of the variant that ran
         assert (tmp_path / "mobilenet" / pic).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "vgg16").exists()
     assert "Table 1" in res["markdown"] and "Table 2" in res["markdown"]
-    for name in ("train.json", "test.json"):
-        ids = {im["patient_id"] for im in json.load(open(tmp_path / "data" / name))["images"]}
-        assert ids
-    tr = {im["patient_id"] for im in json.load(open(tmp_path / "data" / "train.json"))["images"]}
-    te = {im["patient_id"] for im in json.load(open(tmp_path / "data" / "test.json"))["images"]}
-    assert not tr & te
+    card = json.load(open(tmp_path / "mobilenet" / "model.json"))
+    assert card["task"] == "detection" and card["split"]["by"] == "patient_id"
+    coco = json.load(open(tmp_path / "data" / "annotations.json"))
+    pid = {im["file_name"]: im["patient_id"] for im in coco["images"]}
+    test = {pid[f] for f in card["split"]["test"]}
+    assert test and not test & {pid[f] for f in pid if f not in card["split"]["test"]}  # by patient
     with pytest.raises(ValueError, match="unknown variant"):
         dsnet.reproduce(str(tmp_path), variants=["resnet51"])
+
+
+def test_detection_on_a_coco_folder_without_patient_ids(tmp_path, capsys):
+    """A user's COCO folder (PNG and JPEG, other categories, no patient ids: split by image)."""
+    from test_train_data import make_coco
+
+    data = tmp_path / "data"
+    data.mkdir()
+    make_coco(data, n=8, size=96)
+    os.rename(data / "ann.json", data / "annotations.json")
+    assert main(["check-data", "--task", "detection", str(data)]) == 0
+    run = str(tmp_path / "run")
+    assert main(["train", "--task", "detection", "--data", str(data), "--out", run, "--model", "mobilenet_v3_large",
+                 "--epochs", "1", "--batch-size", "2", "--image-size", "96", "--quiet"]) == 0
+    card = json.load(open(os.path.join(run, "model.json")))
+    assert card["classes"] == ["grey", "bright"] and card["split"]["by"] == "sample"
+    assert not card["training_data"]["synthetic"] and card["training_data"]["source"] == "user folder"
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", run, "--out", str(tmp_path / "p"), str(data / "img0.png")]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert "notice" not in res and not res["model"]["synthetic_training_data"]
+    assert all(d["class"] in ("grey", "bright") for d in res["detections"])
 
 
 def test_reproduce_all_runs_every_paper_in_its_folder(tmp_path, monkeypatch, capsys):
@@ -70,8 +88,8 @@ def test_reproduce_all_runs_every_paper_in_its_folder(tmp_path, monkeypatch, cap
     calls = []
 
     def fake(paper):
-        def run(out, preset="quick", seed=0, data=None, progress=True, **kw):
-            calls.append((paper, out, preset, seed, data))
+        def run(out, preset="quick", seed=0, data=None, variants=None, progress=True, overrides=None):
+            calls.append((paper, out, preset, seed, data, variants))
             os.makedirs(out, exist_ok=True)
             with open(os.path.join(out, "table.md"), "w") as f:
                 f.write(f"| method | x |\n|---|---|\n| {paper}-row | 1 |\n")

@@ -49,6 +49,7 @@ TINY = dict(n_images=9, image_size=96, seg_size=32, seg_epochs=1, seg_batch_size
 
 
 def test_reproduce_hip_tiny_end_to_end(tmp_path):
+    from conftest import check_table_layout
     from osteonet.reproduce.hip import reproduce
 
     with pytest.raises(ValueError, match="matting_from one of the segmenters"):
@@ -56,18 +57,23 @@ def test_reproduce_hip_tiny_end_to_end(tmp_path):
     res = reproduce(str(tmp_path), preset="quick", seed=0, progress=False, overrides=TINY)
     with open(tmp_path / "table.json") as f:
         table = json.load(f)
+    check_table_layout(table, "hip", "004")
     rows = table["rows"]
     assert [r["method"] for r in rows] == ["U-Net", "U-Net++", "DenseNet121 (total_hip)", "DenseNet121 (femoral_neck)"]
     for r in rows[:2]:
-        assert set(r["iou"]) == set(H.HIP_REGIONS) | {"mean"}
-        assert all(v != v or 0.0 <= v <= 1.0 for v in r["iou"].values())
+        assert {f"iou_{reg}" for reg in H.HIP_REGIONS} | {"iou_mean"} == set(r["metrics"])
+        assert all(v["value"] is None or 0.0 <= v["value"] <= 1.0 for v in r["metrics"].values())
+        assert r["metrics"]["iou_total_hip"]["paper"] == ">= 0.5"
     for r in rows[2:]:
-        assert 0.0 <= r["accuracy"] <= 100.0 and r["accuracy_ci"][0] <= r["accuracy"] <= r["accuracy_ci"][1]
-        assert np.sum(r["confusion_matrix"]) == r["n_test"]
-    assert rows[2]["paper"]["accuracy"] == 74.0
+        acc = r["metrics"]["accuracy"]
+        assert 0.0 <= acc["value"] <= 100.0 and acc["ci"][0] <= acc["value"] <= acc["ci"][1]
+        assert np.sum(r["details"]["confusion_matrix"]) == r["n"]
+    assert rows[2]["metrics"]["accuracy"]["paper"] == 74.0 and rows[3]["metrics"]["accuracy"]["paper"] is None
     assert len(res["rows"]) == 4
     md = (tmp_path / "table.md").read_text()
     assert "U-Net++" in md and "74.0" in md
-    for name in ("masks_unet.png", "masks_unet_plusplus.png", "confusion_total_hip.png", "segmentation_unet/last.pt",
-                 "segmentation_unet_plusplus/last.pt", "classifier_total_hip/last.pt", "classifier_femoral_neck/last.pt"):
+    for name in ("unet/masks.png", "unet_plusplus/masks.png", "unet_plusplus/confusion_total_hip.png",
+                 "unet/segmentation/last.pt", "unet_plusplus/segmentation/last.pt",
+                 "unet_plusplus/classifier_total_hip/last.pt", "unet_plusplus/classifier_femoral_neck/last.pt"):
         assert os.path.getsize(tmp_path / name) > 0, name
+    assert not (tmp_path / "unet" / "classifier_total_hip").exists()  # regions are classified from U-Net++ only

@@ -1,6 +1,7 @@
-"""Seed 002's reproduction driver end to end at tiny sizes (table.json layout, CIs against the confusion
-matrix, McNemar against the binomial test, checkpoints, pictures) and `osteonet predict --task ovf` on
-a NIfTI and on the same scan written as an axial DICOM series, plus bad inputs."""
+"""Seed 002's reproduction as a preset of the ovf task, at tiny sizes (table.json layout, CIs against the
+confusion matrix, McNemar against the binomial test, checkpoints, pictures), `osteonet predict` on its
+run folder with a NIfTI and the same scan as an axial DICOM series, and the spine-finding slice
+selection on a scan whose spine is not in the middle."""
 
 import json
 import os
@@ -10,6 +11,7 @@ import pytest
 import torch
 from scipy import stats
 
+from conftest import check_table_layout
 from osteonet import metrics as om
 from osteonet import sequence as seq
 from osteonet.cli import main
@@ -28,46 +30,49 @@ def run(tmp_path_factory):
     return out, res, table
 
 
+def _ours(table):
+    return [r for r in table["rows"] if "variant" in r.get("details", {})]
+
+
 def test_table_json_layout_and_intervals(run):
     out, res, table = run
-    rows = table["rows"]
+    check_table_layout(table, "ovf", "002")
+    rows = _ours(table)
     assert [r["method"] for r in rows] == ["CNN/max pooling", "CNN/mean pooling", "CNN/voting", "CNN/LSTM"]
-    n = table["split"]["test"]
-    assert n == len(table["test_scans"]) == 4
-    labels = np.array([s["label"] for s in table["test_scans"]])
+    scans = table["extras"]["test_scans"]
+    n = table["extras"]["split"]["test"]
+    assert n == len(scans) == 4
+    labels = np.array([s["label"] for s in scans])
     for r in rows:
-        (tn, fp), (fn, tp) = r["confusion_matrix"]
-        assert tn + fp + fn + tp == n
-        scores = np.array([s["scores"][r["aggregator"]] for s in table["test_scans"]])
+        m = {k: v["value"] for k, v in r["metrics"].items()}
+        ci = {k: v["ci"] for k, v in r["metrics"].items()}
+        (tn, fp), (fn, tp) = r["details"]["confusion_matrix"]
+        assert tn + fp + fn + tp == n == r["n"]
+        scores = np.array([s["scores"][r["details"]["variant"]] for s in scans])
         pred = scores >= 0.5
         assert tp == int(np.sum(pred & (labels == 1))) and fp == int(np.sum(pred & (labels == 0)))
-        assert r["accuracy"] == pytest.approx(100 * (tp + tn) / n)
-        assert r["recall"] == pytest.approx(100 * tp / (tp + fn))
-        assert r["specificity"] == pytest.approx(100 * tn / (tn + fp))
-        lo, hi = om.proportion_ci(tp + tn, n, "clopper-pearson")
-        assert r["accuracy_ci"] == pytest.approx([100 * lo, 100 * hi])
-        # Clopper-Pearson from the beta distribution, by hand
-        k = tp + tn
+        assert m["accuracy"] == pytest.approx(100 * (tp + tn) / n)
+        assert m["recall"] == pytest.approx(100 * tp / (tp + fn))
+        assert m["specificity"] == pytest.approx(100 * tn / (tn + fp))
+        k = tp + tn  # Clopper-Pearson from the beta distribution, by hand
         want_lo = 0.0 if k == 0 else stats.beta.ppf(0.025, k, n - k + 1)
         want_hi = 1.0 if k == n else stats.beta.ppf(0.975, k + 1, n - k)
-        assert r["accuracy_ci"] == pytest.approx([100 * want_lo, 100 * want_hi], abs=1e-6)
-        for m in ovf.METRICS:
-            assert f"{m}_ci" in r and len(r[f"{m}_ci"]) == 2
-            if r[f"{m}_ci"][0] is not None:
-                assert r[f"{m}_ci"][0] - 1e-9 <= r[m] <= r[f"{m}_ci"][1] + 1e-9
-        assert 0.0 <= r["auc"] <= 1.0
-        assert r["auc"] == pytest.approx(om.roc_auc(labels, scores))
-    assert table["paper"]["lstm"]["accuracy"] == [89.2, 82.5, 93.9]
+        assert ci["accuracy"] == pytest.approx([100 * want_lo, 100 * want_hi], abs=1e-6)
+        assert 0.0 <= m["auc"] <= 1.0 and m["auc"] == pytest.approx(om.roc_auc(labels, scores))
+    lstm = [r for r in rows if r["details"]["variant"] == "lstm"][0]
+    assert lstm["metrics"]["accuracy"]["paper"] == 89.2 and lstm["details"]["paper_ci"]["accuracy"] == [82.5, 93.9]
+    assert table["rows"][0]["method"] == "Radiologists' reports" and table["rows"][0]["metrics"]["accuracy"]["value"] is None
 
 
 def test_mcnemar_between_all_aggregator_pairs(run):
     _, _, table = run
-    pairs = {(c["a"], c["b"]) for c in table["mcnemar"]}
+    scans, mc = table["extras"]["test_scans"], table["extras"]["mcnemar"]
+    pairs = {(c["a"], c["b"]) for c in mc}
     assert len(pairs) == 6 and ("max", "lstm") in pairs
-    labels = np.array([s["label"] for s in table["test_scans"]])
-    for c in table["mcnemar"]:
-        pa = np.array([s["scores"][c["a"]] >= 0.5 for s in table["test_scans"]])
-        pb = np.array([s["scores"][c["b"]] >= 0.5 for s in table["test_scans"]])
+    labels = np.array([s["label"] for s in scans])
+    for c in mc:
+        pa = np.array([s["scores"][c["a"]] >= 0.5 for s in scans])
+        pb = np.array([s["scores"][c["b"]] >= 0.5 for s in scans])
         ra, rb = pa == labels, pb == labels
         b, d = int(np.sum(ra & ~rb)), int(np.sum(~ra & rb))
         assert c["paired_table"][0][1] == b and c["paired_table"][1][0] == d
@@ -77,45 +82,45 @@ def test_mcnemar_between_all_aggregator_pairs(run):
 
 def test_files_checkpoints_and_markdown(run):
     out, res, table = run
-    for name in ("encoder.pt", "max.pt", "mean.pt", "vote.pt", "lstm.pt", "roc.png", "table.md"):
-        assert os.path.getsize(os.path.join(out, name)) > 0, name
-    with open(os.path.join(out, "roc.png"), "rb") as f:
-        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    assert len(table["occlusion"]) == 2 and all(os.path.exists(os.path.join(out, p)) for p in table["occlusion"])
+    runf = os.path.join(out, "run")
+    for name in ("encoder.pt", "max.pt", "mean.pt", "vote.pt", "lstm.pt", "roc.png", "model.json"):
+        assert os.path.getsize(os.path.join(runf, name)) > 0, name
+    assert len(table["files"]["occlusion"]) == 2 and all(os.path.exists(os.path.join(out, p)) for p in table["files"]["occlusion"])
     md = open(os.path.join(out, "table.md")).read()
     assert "CNN/LSTM" in md and "89.2 (82.5~93.9)" in md and "McNemar" in md
     # The LSTM checkpoint rebuilds the pipeline: backbone as the stage-1 encoder, its own FC layers.
-    enc, agg, card = seq.load_ovf_checkpoint(os.path.join(out, "lstm.pt"))
+    enc, agg, card = seq.load_ovf_checkpoint(os.path.join(runf, "lstm.pt"))
     stage1 = seq.create_slice_encoder()
     from osteonet.train import load_checkpoint
 
-    load_checkpoint(os.path.join(out, "encoder.pt"), stage1, restore_rng=False)
+    load_checkpoint(os.path.join(runf, "encoder.pt"), stage1, restore_rng=False)
     torch.testing.assert_close(enc.state_dict()["backbone.conv1.weight"], stage1.state_dict()["backbone.conv1.weight"])
     assert not torch.equal(enc.state_dict()["fc1.weight"], stage1.state_dict()["fc1.weight"])  # fine-tuned in stage 2
     assert card["aggregator"] == "lstm" and card["aggregator_options"]["hidden_size"] == 256
-    assert agg.config["dropout"] == pytest.approx(0.2)
     with pytest.raises(ValueError, match="not an OVF aggregator checkpoint"):
-        seq.load_ovf_checkpoint(os.path.join(out, "encoder.pt"))
+        seq.load_ovf_checkpoint(os.path.join(runf, "encoder.pt"))
+    model_card = json.load(open(os.path.join(runf, "model.json")))
+    assert model_card["preprocessing"]["slices"] == "centre" and model_card["training_data"]["synthetic"]
 
 
-def _predict(capsys, checkpoint, path, out):
-    rc = main(["predict", "--task", "ovf", "--checkpoint", checkpoint, "--out", out, path])
-    assert rc == 0
+def _predict(capsys, checkpoint, path, out, *extra):
+    capsys.readouterr()
+    rc = main(["predict", "--task", "ovf", "--checkpoint", checkpoint, "--out", out, *extra, path])
+    assert rc == 0, capsys.readouterr().err
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
-def test_predict_nifti_matches_the_evaluation(run, capsys, tmp_path):
+def test_predict_nifti_equals_the_evaluation(run, capsys, tmp_path):
     out, _, table = run
-    scan = table["test_scans"][0]
-    for agg in ("lstm", "mean"):
-        got = _predict(capsys, os.path.join(out, f"{agg}.pt"), os.path.join(out, scan["path"]), str(tmp_path))
-        assert got["probability"] == pytest.approx(scan["scores"][agg], abs=1e-5)
+    scan = table["extras"]["test_scans"][0]
+    for agg in ("mean", "lstm"):  # the reproduction evaluates with the paper's rule: centre slices
+        got = _predict(capsys, os.path.join(out, "run", f"{agg}.pt"), os.path.join(out, scan["path"]), str(tmp_path),
+                       "--set", "slices=centre", "--set", f"occlusion={agg == 'lstm'}")
+        assert got["aggregator"] == agg and got["probability"] == scan["scores"][agg]
         assert got["positive"] == (got["probability"] >= 0.5)
-        assert len(got["slice_probabilities"]) == len(got["slice_indices"]) == 4  # 20 % of 20 sagittal slices
-        assert got["slice_indices"] == [8, 9, 10, 11]
-    assert os.path.exists(got["overlay"]) and os.path.exists(got["json"])
-    with open(got["json"]) as f:
-        assert json.load(f)["probability"] == got["probability"]
+        assert got["slice_indices"] == [8, 9, 10, 11] == got["slices"]["slice_indices"]  # 20 % of 20 sagittal slices
+        assert got["slices"]["mode"] == "centre" and "not a finding" in got["notice"]
+    assert os.path.exists(got["picture"]) and json.load(open(got["json"]))["probability"] == got["probability"]
 
 
 def test_predict_dicom_series_agrees_with_nifti(run, capsys, tmp_path):
@@ -123,7 +128,7 @@ def test_predict_dicom_series_agrees_with_nifti(run, capsys, tmp_path):
     from osteonet.synth.writers import write_ct_dicom
 
     out, _, table = run
-    scan = table["test_scans"][-1]
+    scan = table["extras"]["test_scans"][-1]
     nifti = os.path.join(out, scan["path"])
     vol, affine = read_nifti(nifti)
     # An axial series: slices towards superior, rows towards posterior, columns towards the left (LPS).
@@ -133,15 +138,61 @@ def test_predict_dicom_series_agrees_with_nifti(run, capsys, tmp_path):
         write_ct_dicom(str(folder / f"{k:03d}.dcm"), axial[k].astype(np.int16), pixel_spacing=0.9, patient_id="P1",
                        study_uid="1.2.3", series_uid="1.2.3.4", sop_uid=f"1.2.3.4.{k + 1}", instance=k + 1,
                        z_mm=1.0 * k, kvp=120)
-    want = _predict(capsys, os.path.join(out, "lstm.pt"), nifti, str(tmp_path / "a"))
-    got = _predict(capsys, os.path.join(out, "lstm.pt"), str(folder), str(tmp_path / "b"))
+    want = _predict(capsys, os.path.join(out, "run", "lstm.pt"), nifti, str(tmp_path / "a"))
+    got = _predict(capsys, os.path.join(out, "run", "lstm.pt"), str(folder), str(tmp_path / "b"), "--set", "occlusion=false")
+    assert got["slices"]["mode"] == "spine" and got["slices"]["slice_indices"] == want["slices"]["slice_indices"]
     assert got["sagittal_shape"] == want["sagittal_shape"]
     assert got["probability"] == pytest.approx(want["probability"], abs=1e-5)
     np.testing.assert_allclose(got["slice_probabilities"], want["slice_probabilities"], atol=1e-5)
-    # A different aggregator on the same scan gives its own answer.
-    other = _predict(capsys, os.path.join(out, "max.pt"), str(folder), str(tmp_path / "c"))
+    other = _predict(capsys, os.path.join(out, "run"), str(folder), str(tmp_path / "c"), "--set", "aggregator=max",
+                     "--set", "occlusion=false")
     assert other["aggregator"] == "max"
     assert other["probability"] == pytest.approx(max(other["slice_probabilities"]), abs=1e-6)
+
+
+def _off_centre_scan(tmp_path, spine=True):
+    """80 sagittal slices of soft tissue; the spine (a built-in stack of 20 slices) at x 50..69, a bright
+    vertical vessel at x 30 in front of it (anterior columns). Axis codes R, I, P as the built-in stacks."""
+    import nibabel as nib
+
+    from osteonet.synth import sagittal_scan
+
+    s = sagittal_scan(np.random.default_rng(3), 90, True, size=(20, 48, 48))
+    vol = np.full((80, 48, 48), 40.0, np.float32)
+    if spine:
+        vol[50:70] = s.hu
+    vol[28:32, :, 4:8] = 350.0  # contrast-filled vessel, anterior
+    path = str(tmp_path / ("scan.nii.gz" if spine else "no_spine.nii.gz"))
+    nib.save(nib.Nifti1Image(vol, s.affine), path)
+    mask = np.zeros(vol.shape, np.uint8)
+    mask[52:68, 10:40, 20:40] = 1
+    nib.save(nib.Nifti1Image(mask, s.affine), str(tmp_path / "vertebrae.nii.gz"))
+    return path
+
+
+def test_slices_are_taken_at_the_spine_not_the_volume_centre(run, capsys, tmp_path):
+    out, _, _ = run
+    path = _off_centre_scan(tmp_path)
+    # sagittal axis 0 runs towards the left: x (towards the right) 50..69 are sagittal slices 10..29
+    spine = set(range(10, 30))
+    got = _predict(capsys, os.path.join(out, "run"), path, str(tmp_path / "s"), "--set", "slices=spine", "--set",
+                   "occlusion=false")
+    assert got["slices"]["mode"] == "spine" and set(got["slice_indices"]) <= spine and len(got["slice_indices"]) == 4
+    assert got["slices"]["range"][0] >= 9 and got["slices"]["range"][1] <= 30 and got["slices"]["spine_score"] > 0.5
+    centre = _predict(capsys, os.path.join(out, "run"), path, str(tmp_path / "c"), "--set", "slices=centre", "--set",
+                      "occlusion=false")
+    assert not set(centre["slice_indices"]) & spine  # the paper's rule would read the soft tissue in the middle
+    masked = _predict(capsys, os.path.join(out, "run"), path, str(tmp_path / "m"), "--set", "slices=mask", "--set",
+                      f"mask={tmp_path / 'vertebrae.nii.gz'}", "--set", "occlusion=false")
+    assert os.path.exists(masked["picture"]) and "occlusion" not in masked["picture"]  # a picture, without the map
+    assert masked["slices"]["range"] == [12, 27] and set(masked["slice_indices"]) <= spine
+    none = _off_centre_scan(tmp_path, spine=False)
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", os.path.join(out, "run"), "--out", str(tmp_path), "--set", "slices=spine", none]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no spine found" in err and "\n" not in err
+    assert main(["predict", "--checkpoint", os.path.join(out, "run"), "--out", str(tmp_path), "--set", "slices=mask", none]) == 2
+    assert "slices=mask needs a vertebra mask" in capsys.readouterr().err
 
 
 def test_predict_bad_inputs_are_one_line_errors(run, capsys, tmp_path):
@@ -150,14 +201,9 @@ def test_predict_bad_inputs_are_one_line_errors(run, capsys, tmp_path):
     out, _, _ = run
     png = str(tmp_path / "slice.png")
     write_png(png, np.zeros((16, 16), np.uint8))
-    with pytest.raises(ValueError, match="expected a CT volume"):
-        seq.predict_ovf(os.path.join(out, "lstm.pt"), png)
-    rc = main(["predict", "--task", "ovf", "--checkpoint", os.path.join(out, "lstm.pt"), "--out", str(tmp_path), png])
+    assert main(["predict", "--task", "ovf", "--checkpoint", os.path.join(out, "run", "lstm.pt"), "--out", str(tmp_path), png]) == 2
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and len(err.splitlines()) == 1 and "expected a CT volume" in err
-    rc = main(["predict", "--task", "ovf", "--checkpoint", os.path.join(out, "encoder.pt"), "--out", str(tmp_path), png])
-    err = capsys.readouterr().err.strip()
-    assert rc == 2 and "not an OVF aggregator checkpoint" in err and len(err.splitlines()) == 1
+    assert len(err.splitlines()) == 1 and "expected a CT volume" in err
 
 
 def test_reproduce_rejects_bad_options(tmp_path):
@@ -166,20 +212,6 @@ def test_reproduce_rejects_bad_options(tmp_path):
     with pytest.raises(ValueError, match="unknown override"):
         ovf.reproduce(str(tmp_path), overrides={"epochs": 1})
     with pytest.raises(ValueError, match="aggregator"):
-        ovf.reproduce(str(tmp_path), aggregators=["median"])
+        ovf.reproduce(str(tmp_path), variants=["median"])
     with pytest.raises(ValueError, match="aggregators must be among"):
         seq.train_two_stage([torch.zeros(2, 8, 8)], [1], aggregators=["median"])
-
-
-def test_cli_parses_ovf_commands():
-    from osteonet.cli import build_parser
-
-    a = build_parser().parse_args(["reproduce", "ovf", "--preset", "paper", "--out", "x", "--variants", "lstm,max"])
-    assert (a.paper, a.preset, a.variants) == ("ovf", "paper", "lstm,max")
-    a = build_parser().parse_args(["predict", "--task", "ovf", "--checkpoint", "c.pt", "--out", "o", "scan.nii.gz"])
-    assert (a.task, a.input_path, a.input) == ("ovf", "scan.nii.gz", None)
-    with pytest.raises(SystemExit):
-        main(["predict", "--task", "ovf", "--checkpoint", "c.pt", "--out", "o", "--input", "a.nii", "b.nii"])
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["predict", "--task", "bmd_ovf", "--checkpoint", "c.pt", "--out", "o", "a.nii"])
-    assert main(["predict", "--task", "ovf", "--checkpoint", "c.pt", "--out", "o"]) == 2  # no input at all

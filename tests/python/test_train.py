@@ -144,27 +144,29 @@ def test_checkpoint_survives_a_crash_mid_write(tmp_path, monkeypatch):
     model, _ = _toy()
     path = str(tmp_path / "ck.pt")
     ot.save_checkpoint(path, model, epoch=1)
-    data = {}
 
-    def crash(p, b):  # what a crash inside the write leaves: half of the new bytes in <path>.tmp
-        with open(p + ".tmp", "wb") as f:
-            f.write(b[: len(b) // 2])
+    def crash(src, dst):  # the process dies between writing the new bytes and the rename
         raise OSError("simulated crash")
 
-    monkeypatch.setattr("osteonet.train.checkpoint._core.train.atomic_write", crash)
+    monkeypatch.setattr("osteonet.io.atomic.os.replace", crash)
     with torch.no_grad():
         model[0].weight.add_(1.0)
     with pytest.raises(OSError):
         ot.save_checkpoint(path, model, epoch=2)
     monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["ck.pt"]  # the failed write removed its temporary file
     fresh, _ = _toy(seed=5)
     assert ot.load_checkpoint(path, fresh)["epoch"] == 1
-    with pytest.raises(ValueError, match=r"ck\.pt\.tmp: truncated"):
-        ot.load_checkpoint(path + ".tmp", fresh)
-    ot.save_checkpoint(path, model, epoch=2)  # the next save replaces the stale .tmp
-    assert ot.load_checkpoint(path, fresh)["epoch"] == 2 and not os.path.exists(path + ".tmp")
+    # A killed process leaves its hidden temporary file; the next run in the folder removes it.
+    stale = tmp_path / ".last.pt.k3j2x1.tmp"
+    stale.write_bytes(open(path, "rb").read()[:100])
+    t = ot.Trainer(model, ot.create_optimizer("sgd", model, lr=0.0), epochs=1, out_dir=str(tmp_path), progress=False)
+    t.fit([_toy()[1].tensors], _mse_step)
+    assert not stale.exists() and not [f for f in os.listdir(tmp_path) if f.startswith(".")]
+    ot.save_checkpoint(path, model, epoch=2)
+    assert ot.load_checkpoint(path, fresh)["epoch"] == 2
     assert torch.equal(fresh[0].weight, model[0].weight)
-    del data
+    assert oct(os.stat(path).st_mode & 0o777) == "0o644"
 
 
 def test_bad_checkpoints_give_one_clear_error(tmp_path):
@@ -268,3 +270,64 @@ def test_non_finite_loss_and_bad_options():
     t = ot.Trainer(model, opt, epochs=1, progress=False)
     with pytest.raises(ValueError, match="not finite at epoch 1 batch 1"):
         t.fit([ds.tensors], lambda m, b: torch.tensor(float("nan"), requires_grad=True))
+
+
+def test_building_a_trainer_changes_no_global_state():
+    model, ds = _toy()
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    det = torch.are_deterministic_algorithms_enabled()
+    ot.Trainer(model, ot.create_optimizer("sgd", model), seed=5, progress=False)
+    assert torch.equal(before, torch.get_rng_state()) and torch.are_deterministic_algorithms_enabled() == det
+    ot.Trainer(model, ot.create_optimizer("sgd", model), seed=5, epochs=1, progress=False).fit([ds.tensors], _mse_step)
+    torch.manual_seed(5)
+    assert not torch.equal(before, torch.get_rng_state())  # fit seeded (and drew from) the generator
+    assert torch.are_deterministic_algorithms_enabled() == det  # determinism is opt-in
+
+
+def test_keep_best_restores_the_best_epoch(tmp_path):
+    for out in (None, str(tmp_path)):
+        model, ds = _toy()
+        scores = iter([0.3, 0.9, 0.5, 0.1])
+        snap = {}
+
+        def ev(m, epoch):  # noqa: ANN001
+            snap[epoch] = {k: v.clone() for k, v in m.state_dict().items()}
+            return {"score": next(scores)}
+
+        t = ot.Trainer(model, ot.create_optimizer("sgd", model, lr=0.05), epochs=4, monitor="score", mode="max",
+                       keep_best=True, out_dir=out, progress=False)
+        t.fit(torch.utils.data.DataLoader(ds, batch_size=16), _mse_step, ev)
+        assert t.best_epoch() == 2
+        for k, v in model.state_dict().items():
+            assert torch.equal(v, snap[2][k]), k
+
+
+def test_generators_and_weighted_loss_resume_exactly(tmp_path):
+    """A loader drawing from its own generator, (loss, n) steps, resume of a finished and an unfinished run."""
+    def run(out, epochs, resume):
+        model, ds = _toy()
+        x, y = ds.tensors
+        gen = torch.Generator().manual_seed(9)
+
+        class Batches:
+            def __iter__(self):
+                for idx in torch.randperm(len(x), generator=gen).split(20):
+                    yield idx
+
+        t = ot.Trainer(model, ot.create_optimizer("adam", model, lr=0.01), epochs=epochs, out_dir=str(out), seed=1,
+                       generators=[gen], progress=False)
+        t.fit(Batches(), lambda m, idx: (torch.nn.functional.mse_loss(m(x[idx]), y[idx]), len(idx)), resume=resume)
+        return model, t, gen
+
+    a, ta, ga = run(tmp_path / "a", 5, False)
+    run(tmp_path / "b", 2, False)
+    b, tb, gb = run(tmp_path / "b", 5, True)
+    c, tc, gc = run(tmp_path / "b", 5, True)  # finished: only its final state comes back
+    for m in (b, c):
+        for k, v in a.state_dict().items():
+            assert torch.equal(v, m.state_dict()[k]), k
+    assert [r["train_loss"] for r in ta.history] == [r["train_loss"] for r in tb.history] == [r["train_loss"] for r in tc.history]
+    assert torch.equal(ga.get_state(), gb.get_state()) and torch.equal(ga.get_state(), gc.get_state())
+    with pytest.raises(ValueError, match="resume=True needs out_dir"):
+        ot.Trainer(a, ot.create_optimizer("sgd", a), progress=False).fit([], _mse_step, resume=True)

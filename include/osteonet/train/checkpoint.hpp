@@ -52,29 +52,48 @@ inline std::string parent_dir(const std::string& path) {
 
 }  // namespace detail
 
-/// Writes `size` bytes to `path` atomically: to `<path>.tmp`, fsync, rename over `path`, fsync the
-/// folder. A crash at any point leaves either the previous file or the new one, never a mix.
+/// Writes `size` bytes to `path` atomically, as Python's osteonet.io.atomic_write: to a hidden temporary
+/// file beside it (`.<name>.XXXXXX.tmp`), fsync, rename over `path`, fsync the folder. A crash at any
+/// point leaves either the previous file or the new one, never a mix; a failed write removes its
+/// temporary file (a killed process leaves it, and osteonet.io.remove_stale_temporaries deletes it).
 inline void atomic_write(const std::string& path, const char* data, std::size_t size) {
-  const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) detail::throw_io(tmp, "cannot open");
+  const std::string dir = detail::parent_dir(path);
+  const auto slash = path.find_last_of('/');
+  std::string tmpl = dir + "/." + (slash == std::string::npos ? path : path.substr(slash + 1)) + ".XXXXXX.tmp";
+  std::vector<char> name(tmpl.begin(), tmpl.end());
+  name.push_back('\0');
+  const int fd = ::mkstemps(name.data(), 4);
+  if (fd < 0) detail::throw_io(tmpl, "cannot create a temporary file");
+  const std::string tmp(name.data());
+  auto fail = [&](const char* what) {
+    const int saved = errno;
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    errno = saved;
+    detail::throw_io(tmp, what);
+  };
   std::size_t done = 0;
   while (done < size) {
     const ssize_t n = ::write(fd, data + done, size - done);
     if (n < 0) {
       if (errno == EINTR) continue;
-      ::close(fd);
-      detail::throw_io(tmp, "write failed");
+      fail("write failed");
     }
     done += static_cast<std::size_t>(n);
   }
-  if (::fsync(fd) != 0) {
-    ::close(fd);
-    detail::throw_io(tmp, "fsync failed");
+  if (::fchmod(fd, 0644) != 0) fail("chmod failed");  // mkstemp makes it 0600; a checkpoint is a normal file
+  if (::fsync(fd) != 0) fail("fsync failed");
+  if (::close(fd) != 0) {
+    ::unlink(tmp.c_str());
+    detail::throw_io(tmp, "close failed");
   }
-  if (::close(fd) != 0) detail::throw_io(tmp, "close failed");
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) detail::throw_io(path, "rename failed");
-  const int dfd = ::open(detail::parent_dir(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int saved = errno;
+    ::unlink(tmp.c_str());
+    errno = saved;
+    detail::throw_io(path, "rename failed");
+  }
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {  // the rename itself durable; a folder that cannot be opened still got the file
     ::fsync(dfd);
     ::close(dfd);

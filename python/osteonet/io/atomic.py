@@ -1,32 +1,79 @@
-"""Atomic file writes: write to a temporary file in the target folder, flush and fsync, then rename
-over the target (POSIX rename is atomic), so a crash leaves the old file or the new one, never half."""
+"""osteonet's one atomic writer (Python; C++ has the same in include/osteonet/train/checkpoint.hpp).
+
+Bytes go to a hidden temporary file beside the target (``.<name>.<random>.tmp[.<ext>]``), are flushed and
+fsynced, the temporary file is renamed over the target (POSIX rename is atomic) and the folder is
+fsynced, so a crash leaves the old file or the new one, never half of one. A process killed between
+the write and the rename leaves only its hidden temporary file, which :func:`remove_stale_temporaries`
+deletes (the trainer and ``osteonet train --resume`` call it on their run folder).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import tempfile
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, List
+
+__all__ = ["atomic_write", "write_bytes", "write_text", "write_json", "write_with", "remove_stale_temporaries"]
 
 
-@contextlib.contextmanager
-def atomic_write(path: str, mode: str = "wb") -> Iterator[Any]:
-    """``with atomic_write(path) as f: f.write(...)`` — the file appears only when the block succeeds."""
-    path = os.fspath(path)
+def _temporary(path: str, suffix: str) -> str:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix, dir=folder)
+    os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp makes it 0600; what osteonet writes is an ordinary file
+    return tmp
+
+
+def _commit(tmp: str, path: str) -> None:
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    with contextlib.suppress(OSError):  # the rename itself durable (some file systems refuse a folder fd)
+        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_with(path: str, writer: Callable[[str], None]) -> None:
+    """Atomically writes the file ``writer(temporary_path)`` produces (PIL, pydicom, nibabel, torch.save
+    want a path). The temporary name ends in the target's extension (``.nii.gz``): libraries choose the
+    format by it."""
+    path = os.fspath(path)
+    base = os.path.basename(path)
+    tmp = _temporary(path, ".tmp" + (base[base.index(".", 1):] if "." in base[1:] else ""))
     try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        writer(tmp)
+        _commit(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_write(path: str, mode: str = "wb") -> Iterator[Any]:
+    """``with atomic_write(path, "w") as f: f.write(...)``: the file appears only when the block succeeds."""
+    path = os.fspath(path)
+    tmp = _temporary(path, ".tmp")
+    try:
+        with open(tmp, mode) as f:
+            yield f
+        _commit(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    with atomic_write(path, "wb") as f:
+        f.write(data)
 
 
 def write_text(path: str, text: str) -> None:
@@ -39,20 +86,15 @@ def write_json(path: str, obj: Any, indent: int = 1) -> None:
         json.dump(obj, f, indent=indent)
 
 
-def write_with(path: str, writer: Callable[[str], None]) -> None:
-    """Atomically writes a file produced by a library that wants a path (PIL, pydicom, nibabel)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    base = os.path.basename(path)
-    suffix = base[base.index("."):] if "." in base else ""  # keep ".nii.gz": libraries choose the format by it
-    fd, tmp = tempfile.mkstemp(prefix="." + base + ".", suffix=suffix, dir=folder)
-    os.close(fd)
-    try:
-        writer(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+def remove_stale_temporaries(folder: str, recursive: bool = True) -> List[str]:
+    """Deletes the hidden temporary files an interrupted atomic write (Python's or C++'s) left in ``folder``
+    (``.<name>.<random>.tmp[.<ext>]``); returns their paths. Call it only where no other process is writing."""
+    if not os.path.isdir(folder):
+        return []
+    where = os.path.join(folder, "**") if recursive else folder
+    stale = sorted({p for pattern in (".*.tmp", ".*.tmp.*")
+                    for p in glob.glob(os.path.join(where, pattern), recursive=recursive)})
+    for p in stale:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+            os.unlink(p)
+    return stale

@@ -208,11 +208,21 @@ def window(values: np.ndarray, center: float, width: float) -> np.ndarray:
     return np.clip((np.asarray(values, dtype=np.float32) - lo) / width, 0.0, 1.0)
 
 
-def read_manifest(folder: str, required: Sequence[str] = ("path", "label"), check_files: bool = True) -> List[Dict[str, str]]:
-    """Rows of `folder/manifest.csv` (the format of ../shared/data: path relative to the folder, label,
-    ids). Missing file, missing columns, empty manifest or missing images raise one ValueError naming the file."""
+def read_manifest(folder: str, required: Sequence[str] = ("path", "label"), check_files: bool = True,
+                  files: Optional[Sequence[str]] = None, nonempty: Optional[Sequence[str]] = None,
+                  layout: str = "") -> List[Dict[str, str]]:
+    """Rows of ``folder/manifest.csv`` (the format of ../shared/data: paths relative to the folder, labels, ids).
+
+    ``required``: columns that must exist; ``nonempty``: columns that must be filled in every row
+    (default: ``required``); ``files``: columns naming files or folders that must exist (default:
+    ``path`` when required; ``check_files=False`` skips it). ``layout`` is named in the errors. Every
+    problem raises one ValueError naming the file, the line and the field."""
+    where = f" (the {layout} layout needs columns {', '.join(required)})" if layout else ""
+    if not os.path.isdir(folder):
+        raise ValueError(f"{folder}: data folder not found" if not os.path.exists(folder) else
+                         f"{folder}: expected a data folder, got a file")
     path = os.path.join(folder, "manifest.csv")
-    _must_exist(path, "manifest")
+    _must_exist(path, "manifest" + where)
     try:
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
@@ -225,9 +235,17 @@ def read_manifest(folder: str, required: Sequence[str] = ("path", "label"), chec
         raise ValueError(f"{path}: missing column(s) {missing}; expected at least {list(required)}, got {columns}")
     if not rows:
         raise ValueError(f"{path}: manifest has no rows")
+    for i, r in enumerate(rows):
+        if None in r or any(v is None for v in r.values()):
+            raise ValueError(f"{path} line {i + 2}: expected {len(columns)} fields ({', '.join(columns)}), got "
+                             f"{len([v for v in r.values() if v is not None]) + len(r.get(None) or [])}")
+        for c in (required if nonempty is None else nonempty):
+            if not r[c].strip():
+                raise ValueError(f"{path} line {i + 2}: field '{c}' is empty")
+    files = (["path"] if "path" in required else []) if files is None else list(files)
     if check_files:
         for i, r in enumerate(rows):
-            p = os.path.join(folder, r["path"])
-            if not os.path.exists(p):
-                raise ValueError(f"{path}: row {i + 2} names {r['path']!r}, which does not exist")
+            for c in files:
+                if r.get(c) and not os.path.exists(os.path.join(folder, r[c])):
+                    raise ValueError(f"{path} line {i + 2}: field '{c}' names {r[c]!r}, which does not exist")
     return rows

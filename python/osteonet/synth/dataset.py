@@ -16,7 +16,11 @@ from .writers import hu_to_png8, write_ct_dicom, write_png
 
 CLASS_NAMES = ["normal", "osteopenia", "osteoporosis"]
 MANIFEST_COLUMNS = ["path", "dicom_path", "label", "label_index", "patient_id", "level", "t_score", "bmd",
-                    "x1", "y1", "x2", "y2", "kvp", "pixel_spacing", "width", "height", "mask_path"]
+                    "x1", "y1", "x2", "y2", "kvp", "pixel_spacing", "width", "height", "mask_path", "image", "mask"]
+#: label tables (labels.csv) of the generated masks: mask value -> name
+CT_LABELS = {0: "background", 255: "vertebral_body"}
+HIP_LABELS = {0: "background", 1: "femoral_neck", 2: "greater_trochanter", 3: "wards_triangle", 4: "total_hip_rest"}
+PROVENANCE_FILE = "osteonet_data.json"
 
 
 def _uid(seed: int, *parts) -> str:
@@ -72,7 +76,7 @@ def generate_ct_dataset(out: str, n_patients: int = 30, slices_per_patient: int 
                          "patient_id": pid, "level": level, "t_score": round(patient.t_score, 4),
                          "bmd": round(patient.bmd, 3), "x1": x1, "y1": y1, "x2": x2, "y2": y2, "kvp": scanner.kvp,
                          "pixel_spacing": round(scanner.pixel_spacing, 5), "width": w, "height": h,
-                         "mask_path": mask_rel})
+                         "mask_path": mask_rel, "image": png_rel, "mask": mask_rel})
             bar.update(1)
     bar.close()
     coco = {"images": images, "annotations": annotations,
@@ -85,8 +89,12 @@ def generate_ct_dataset(out: str, n_patients: int = 30, slices_per_patient: int 
     writer.writerows(rows)
     write_text(os.path.join(out, "manifest.csv"), buf.getvalue())
     write_text(os.path.join(out, "README.md"), _readme(n_patients, slices_per_patient, seed, classes))
-    return {"images": len(images), "patients": n_patients, "classes": {n: int(sum(1 for c in classes if c == i))
-                                                                      for i, n in enumerate(CLASS_NAMES)}}
+    if masks:
+        _label_table(out, CT_LABELS)
+    summary = {"images": len(images), "patients": n_patients, "classes": {n: int(sum(1 for c in classes if c == i))
+                                                                         for i, n in enumerate(CLASS_NAMES)}}
+    _provenance(out, "generate_ct_dataset", seed, summary)
+    return summary
 
 
 def _readme(n, k, seed, classes) -> str:
@@ -114,6 +122,18 @@ def _progress(total: int, enabled: bool, desc: str):
         return tqdm(total=total, desc=desc, unit="img")
     except ImportError:  # pragma: no cover
         return _NoBar()
+
+
+def _label_table(out: str, labels: Dict[int, str]) -> None:
+    write_text(os.path.join(out, "labels.csv"), "value,name\n" + "".join(f"{v},{n}\n" for v, n in labels.items()))
+
+
+def _provenance(out: str, generator: str, seed: int, summary: Dict[str, object]) -> None:
+    """Marks the folder as osteonet's synthetic data: model cards record it, and predictions of models
+    trained on it say so (osteonet.tasks)."""
+    write_json(os.path.join(out, PROVENANCE_FILE), {"osteonet_data": 1, "synthetic": True,
+                                                    "generator": f"osteonet.synth.{generator}", "seed": seed,
+                                                    "summary": summary})
 
 
 def _manifest(out: str, rows: List[Dict[str, object]], columns: List[str]) -> None:
@@ -156,6 +176,7 @@ def generate_ovf_dataset(out: str, n_scans: int = 20, seed: int = 0, size=(40, 2
         bar.update(1)
     bar.close()
     _manifest(out, rows, ["path", "label", "label_index", "patient_id", "grades", "morphologies", "bmd"])
+    _provenance(out, "generate_ovf_dataset", seed, {"scans": n_scans, "fractured": n_frac})
     return {"scans": n_scans, "fractured": n_frac}
 
 
@@ -190,11 +211,14 @@ def generate_hip_dataset(out: str, n_images: int = 30, seed: int = 0, size: int 
         lrel = os.path.join("labels", f"{pid}.png")
         write_png(os.path.join(out, lrel), labels)
         row["label_mask"] = lrel
+        row["image"], row["mask"] = rel, lrel
         rows.append(row)
         bar.update(1)
     bar.close()
     _manifest(out, rows, ["path", "label", "label_index", "patient_id", "t_score", "label_mask"] +
-              [f"mask_{r}" for r in HIP_REGIONS])
+              [f"mask_{r}" for r in HIP_REGIONS] + ["image", "mask"])
+    _label_table(out, HIP_LABELS)
+    _provenance(out, "generate_hip_dataset", seed, {"images": n_images})
     return {"images": n_images}
 
 
@@ -217,4 +241,5 @@ def generate_dxa_dataset(out: str, n_images: int = 40, seed: int = 0, size: int 
         bar.update(1)
     bar.close()
     _manifest(out, rows, ["path", "label", "label_index", "patient_id", "t_score"])
+    _provenance(out, "generate_dxa_dataset", seed, {"images": n_images})
     return {"images": n_images}

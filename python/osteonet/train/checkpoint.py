@@ -1,4 +1,4 @@
-"""Checkpoints in the format the C++ trainer writes (include/osteonet/train/checkpoint.hpp), written atomically.
+"""Checkpoints in the one format C++ (include/osteonet/train/checkpoint.hpp) and Python write, atomically.
 
 A checkpoint is ``torch.save`` of one dict: ``osteonet_checkpoint`` (format version), ``writer``
 ("python"/"c++"), ``epoch``, ``model`` (state_dict), ``optimizer`` (torch.optim state_dict here; a
@@ -13,15 +13,15 @@ import io
 import math
 import pickle
 import random
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
 from .. import _core
+from ..io import write_bytes
 
-__all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_summary", "atomic_write", "rng_state", "set_rng_state",
-           "CHECKPOINT_VERSION"]
+__all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_summary", "rng_state", "set_rng_state", "CHECKPOINT_VERSION"]
 
 CHECKPOINT_VERSION = int(_core.train.CHECKPOINT_VERSION)
 
@@ -60,14 +60,9 @@ class _PickleModule:
     __name__ = "osteonet_pickle"
 
 
-def atomic_write(path: str, data: bytes) -> None:
-    """Writes ``data`` to ``path`` via ``<path>.tmp``, fsync and rename (C++ ``atomic_write``): a crash
-    leaves the previous file or the new one, never a mix."""
-    _core.train.atomic_write(str(path), bytes(data))
-
-
-def rng_state() -> Dict[str, Any]:
-    """Every generator a training step may draw from: torch (CPU, CUDA), NumPy's global, Python's ``random``."""
+def rng_state(generators: Sequence[torch.Generator] = ()) -> Dict[str, Any]:
+    """Every generator a training step may draw from: torch (CPU, CUDA), NumPy's global, Python's ``random``,
+    and ``generators`` (e.g. the one a sampler shuffles with) as ``"generators"``."""
     version, mt, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state: Dict[str, Any] = {
@@ -79,10 +74,14 @@ def rng_state() -> Dict[str, Any]:
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
+    if generators:
+        state["generators"] = [g.get_state() for g in generators]
     return state
 
 
-def set_rng_state(state: Dict[str, Any]) -> None:
+def set_rng_state(state: Dict[str, Any], generators: Sequence[torch.Generator] = ()) -> None:
+    """Restores :func:`rng_state`'s generators; ``generators`` (when given) get the saved extra states in
+    order (a state saved with a different number of them raises ValueError)."""
     torch.set_rng_state(state["torch"])
     if "numpy_keys" in state:
         np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), int(state["numpy_pos"]),
@@ -93,19 +92,27 @@ def set_rng_state(state: Dict[str, Any]) -> None:
                          None if math.isnan(gauss) else gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(list(state["cuda"].unbind(0)))
+    saved = list(state.get("generators", []))
+    if generators and len(saved) != len(generators):
+        raise ValueError(f"set_rng_state: the state holds {len(saved)} extra generator(s), got generators of "
+                         f"length {len(generators)}")
+    for g, s in zip(generators, saved):
+        g.set_state(s)
 
 
 def save_checkpoint(path: str, model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
                     schedule: Any = None, epoch: int = 0, extra: Optional[Dict[str, float]] = None,
-                    history: Optional[List[Dict[str, float]]] = None, scaler: Any = None) -> None:
-    """Saves everything a run needs to continue exactly, atomically (see the module docstring)."""
+                    history: Optional[List[Dict[str, float]]] = None, scaler: Any = None,
+                    generators: Sequence[torch.Generator] = ()) -> None:
+    """Saves everything a run needs to continue exactly, atomically (see the module docstring);
+    ``generators``: extra torch generators (a sampler's) saved with the global ones."""
     state: Dict[str, Any] = {
         "osteonet_checkpoint": CHECKPOINT_VERSION,
         "writer": "python",
         "epoch": int(epoch),
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "schedule": dict(schedule.state_dict()) if schedule is not None else {},
-        "rng": rng_state(),
+        "rng": rng_state(generators),
         "extra": {k: float(v) for k, v in (extra or {}).items()},
         "history": [{k: float(v) for k, v in rec.items()} for rec in (history or [])],
     }
@@ -115,7 +122,7 @@ def save_checkpoint(path: str, model: torch.nn.Module, optimizer: Optional[torch
         state["scaler"] = scaler.state_dict()
     buf = io.BytesIO()
     torch.save(state, buf, pickle_module=_PickleModule)
-    atomic_write(path, buf.getvalue())
+    write_bytes(path, buf.getvalue())
 
 
 def _read(path: str, map_location: Any = "cpu") -> Dict[str, Any]:
@@ -141,7 +148,7 @@ def _read(path: str, map_location: Any = "cpu") -> Dict[str, Any]:
 
 def load_checkpoint(path: str, model: Optional[torch.nn.Module] = None, optimizer: Optional[torch.optim.Optimizer] = None,
                     schedule: Any = None, restore_rng: bool = True, scaler: Any = None,
-                    map_location: Any = "cpu") -> Dict[str, Any]:
+                    map_location: Any = "cpu", generators: Sequence[torch.Generator] = ()) -> Dict[str, Any]:
     """Restores what :func:`save_checkpoint` (or the C++ trainer) saved into the given objects (each optional).
 
     Returns ``{"epoch", "writer", "extra", "history"}``. A missing, empty, truncated or foreign file, or a
@@ -165,7 +172,10 @@ def load_checkpoint(path: str, model: Optional[torch.nn.Module] = None, optimize
     if scaler is not None and "scaler" in state:
         scaler.load_state_dict(state["scaler"])
     if restore_rng and "rng" in state:
-        set_rng_state(state["rng"])
+        try:
+            set_rng_state(state["rng"], generators)
+        except ValueError as e:
+            raise ValueError(f"checkpoint {path}: {e}") from None
     return {"epoch": int(state["epoch"]), "writer": state.get("writer", "?"), "extra": dict(state.get("extra", {})),
             "history": [dict(r) for r in state.get("history", [])]}
 
