@@ -162,6 +162,21 @@ class TorchScan(torch.nn.Module):
         return torch.sigmoid(self.fc(h[-1]))
 
 
+def scan_reference(enc, agg, bf16=False):
+    """TorchScan holding the weights of osteonet's slice encoder ``enc`` and LSTM aggregator ``agg``."""
+    m = TorchScan(bf16)
+    m.backbone.load_state_dict({k[len("backbone."):]: v for k, v in enc.state_dict().items() if k.startswith("backbone.")})
+    for k, v in list(enc.state_dict().items()) + list(agg.state_dict().items()):
+        if not k.startswith("backbone.") and k in m.state_dict():
+            m.state_dict()[k].copy_(v)
+    m.eval()
+    if bf16:
+        for part in (m.backbone, m.fc1, m.bn1):
+            part.to(torch.bfloat16)
+        m.backbone.to(memory_format=torch.channels_last)
+    return m
+
+
 def bench_scan(slices, size, repeats):
     """One scan of ``slices`` preprocessed slices (preprocessing is the same for all variants and left
     out): ovf_resnet34 embeddings + LSTM aggregator; the session runs the encoder with features=True."""
@@ -174,20 +189,7 @@ def bench_scan(slices, size, repeats):
     x = torch.randn(slices, 3, size, size)
     xb = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
 
-    def torch_scan(bf16):
-        m = TorchScan(bf16)
-        m.backbone.load_state_dict({k[len("backbone."):]: v for k, v in enc.state_dict().items()
-                                    if k.startswith("backbone.")})
-        for k, v in list(enc.state_dict().items()) + list(agg.state_dict().items()):
-            if not k.startswith("backbone.") and k in m.state_dict():
-                m.state_dict()[k].copy_(v)
-        m.eval()
-        if bf16:
-            for part in (m.backbone, m.fc1, m.bn1):
-                part.to(torch.bfloat16)
-            m.backbone.to(memory_format=torch.channels_last)
-        return m
-
+    torch_scan = lambda bf16: scan_reference(enc, agg, bf16)  # noqa: E731
     ref_model = torch_scan(False)
     with torch.no_grad():
         ref = ref_model(x)

@@ -69,6 +69,12 @@ void bind_runtime(py::module_& m) {
              }
              return detections_to_list(dets);
            })
+      .def("backbone_maps",
+           [](DetectorSession& s, const torch::Tensor& batch) {
+             py::gil_scoped_release release;
+             return s.backbone_maps(batch);
+           },
+           py::arg("batch"), "backbone + FPN maps of a padded, normalised batch through the prepared program")
       .def_property_readonly("accuracy", &DetectorSession::accuracy)
       .def_property_readonly("dtype", &DetectorSession::dtype)
       .def_property_readonly("device", [](const DetectorSession& s) { return s.device().str(); })

@@ -3,6 +3,7 @@
 #include <torch/extension.h>
 
 #include <osteonet/train/checkpoint.hpp>
+#include <osteonet/train/optim.hpp>
 #include <osteonet/train/schedule.hpp>
 #include <osteonet/train/early_stopping.hpp>
 

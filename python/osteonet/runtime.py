@@ -131,6 +131,18 @@ class InferenceSession:
             raise TypeError(f"InferenceSession({self.model_name}): expected a torch.Tensor, got {type(x).__name__}")
         return self._session(x.detach())
 
+    def backbone_maps(self, batch: torch.Tensor) -> List[torch.Tensor]:
+        """Detector sessions: the backbone + FPN maps (float32, finest first) of a padded, normalised
+        N x C x H x W batch (what the detector's transform makes of its images) through the prepared
+        program, the part the session freezes (CPU) or graphs (CUDA): features, or that part timed alone."""
+        if not self._detector:
+            raise TypeError(f"InferenceSession({self.model_name}): backbone_maps() applies to detector sessions; "
+                            "call the session for a backbone's outputs")
+        if not isinstance(batch, torch.Tensor):
+            raise TypeError(f"InferenceSession({self.model_name}).backbone_maps: expected a torch.Tensor, "
+                            f"got {type(batch).__name__}")
+        return list(self._session.backbone_maps(batch.detach()))
+
     @property
     def accuracy(self) -> float:
         """max |softmax(session) - softmax(eager float32)| measured on the example input (see above)."""

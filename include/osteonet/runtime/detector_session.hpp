@@ -62,6 +62,18 @@ class DetectorSession : public SessionBase {
     return net_->detect(to_device(images), [programs](const torch::Tensor& x) { return (*programs)(x); });
   }
 
+  /// The backbone + FPN maps (float32) of a padded, normalised N x C x H x W batch (what the detector's
+  /// transform makes of its images) through the prepared per-shape program: the part the session
+  /// freezes (CPU) or graphs (CUDA). For feature extraction, and to time that part alone.
+  std::vector<torch::Tensor> backbone_maps(const torch::Tensor& batch) {
+    OSTEONET_CHECK_TYPE(batch.defined() && batch.scalar_type() == torch::kFloat, where(),
+                        ": backbone_maps() takes a float32 N x C x H x W batch, got dtype=",
+                        batch.defined() ? c10::toString(batch.scalar_type()) : "undefined");
+    OSTEONET_CHECK(batch.dim() == 4, where(), ": backbone_maps() takes an N x C x H x W batch, got shape ", batch.sizes());
+    torch::NoGradGuard no_grad;
+    return (*programs_)(batch.detach().to(device_));
+  }
+
  private:
   void check_images(const std::vector<torch::Tensor>& images, const char* what) const {
     OSTEONET_CHECK(!images.empty(), where(), ": expected a non-empty list of ", what, ", got an empty list");

@@ -179,14 +179,16 @@ class ProgramCache {
     g->input = x.clone();
     if (!pool_) pool_ = at::cuda::graph_pool_handle();
     auto side = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, x.device().index());
-    side.wait(c10::cuda::getCurrentCUDAStream(x.device().index()));
+    // The side stream starts after the caller's work (x written); capture is rare, so a full sync.
+    c10::cuda::getCurrentCUDAStream(x.device().index()).synchronize();
     {
       c10::cuda::CUDAStreamGuard guard(side);
       // Warm-up outside the capture (lazy initialisation, cuDNN algorithm choice).
       for (int64_t i = 0; i < std::max<int64_t>(options_.warmup(), 1); ++i) fn_(g->input);
       side.synchronize();
       try {
-        g->graph.capture_begin(*pool_);
+        // Thread-local capture: other threads may replay their graphs or allocate meanwhile.
+        g->graph.capture_begin(*pool_, cudaStreamCaptureModeThreadLocal);
         g->outputs = fn_(g->input);
         g->graph.capture_end();
         g->captured = true;
@@ -200,7 +202,7 @@ class ProgramCache {
         g->captured = false;
       }
     }
-    c10::cuda::getCurrentCUDAStream(x.device().index()).wait(side);
+    side.synchronize();  // the captured outputs exist before the caller's stream replays the graph
     return g;
   }
 

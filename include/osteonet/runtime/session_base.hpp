@@ -5,6 +5,8 @@
 
 #include <torch/torch.h>
 
+#include <cstdio>
+
 #include <fstream>
 #include <functional>
 #include <memory>
@@ -116,6 +118,13 @@ class SessionBase {
 
   std::string where() const { return kind_ + "(" + name_ + ")"; }
 
+  /// A double as text ("%.3g") without an ostream (see build()).
+  static std::string number(double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.3g", v);
+    return buf;
+  }
+
   /// prepare(bf16, fold) -> folded pairs; measure() -> accuracy against eager float32 on the example
   /// (it builds the example shape's program). bfloat16 above tolerance_bfloat16 is rebuilt in
   /// float32, float32 above tolerance_float32 (a folding problem) as the unfolded copy run eagerly,
@@ -130,14 +139,16 @@ class SessionBase {
       accuracy_ = measure();
     };
     step(bf16, true);
+    // Numbers in these warnings are formatted with snprintf, not an ostream: on the H100 image (pip's
+    // torch 2.11, CUDA 13) streaming a double here crashed the process (docs/runtime.md, GPU).
     if (bf16 && accuracy_ > options_.tolerance_bfloat16()) {
-      TORCH_WARN(where(), ": bfloat16 differs from float32 by ", accuracy_, " in the ", output, " (> tolerance ",
-                 options_.tolerance_bfloat16(), "); using float32");
+      TORCH_WARN(where(), ": bfloat16 differs from float32 by ", number(accuracy_), " in the ", output,
+                 " (> tolerance ", number(options_.tolerance_bfloat16()), "); using float32");
       step(false, true);
     }
     if (!bf16_ && accuracy_ > options_.tolerance_float32()) {
-      TORCH_WARN(where(), ": the folded float32 copy differs from eager by ", accuracy_, " in the ", output,
-                 " (> tolerance ", options_.tolerance_float32(), "); running the unfolded copy eagerly");
+      TORCH_WARN(where(), ": the folded float32 copy differs from eager by ", number(accuracy_), " in the ", output,
+                 " (> tolerance ", number(options_.tolerance_float32()), "); running the unfolded copy eagerly");
       options_.freeze(false);
       options_.cuda_graph(false);
       step(false, false);

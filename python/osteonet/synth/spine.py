@@ -198,7 +198,8 @@ def _body_volume_ml(spec: VertebraSpec) -> float:
     a = np.linspace(-spec.depth_mm / 2, spec.depth_mm / 2, 20001)
     u = (a + spec.depth_mm / 2) / spec.depth_mm
     chord = spec.width_mm * np.sqrt(np.clip(1 - (2 * a / spec.depth_mm) ** 2, 0, None))
-    return float(np.trapz(spec.height_mm * _profile(spec, u) * chord, a) / 1000.0)
+    trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy 2 renamed it (trapz goes)
+    return float(trapezoid(spec.height_mm * _profile(spec, u) * chord, a) / 1000.0)
 
 
 class _Sampler:
