@@ -128,3 +128,28 @@ def test_ds_detector_overfits_to_map_1():
     with torch.no_grad():
         dets = model(images)
     assert average_precision_50(dets, targets, 3) == pytest.approx(1.0)
+
+
+def test_trains_under_autocast_with_roi_align_in_float32():
+    """Mixed precision (the Trainer's amp: bfloat16 autocast on the CPU, float16 on CUDA): the detector's
+    losses are finite and RoIAlign runs in float32 on reduced-precision maps (torchvision's autocast rule),
+    equal to RoIAlign of the same maps cast to float32."""
+    from osteonet.detection import roi_align
+
+    torch.manual_seed(0)
+    feats = torch.randn(1, 8, 32, 32).to(torch.bfloat16)
+    rois = torch.tensor([[0.0, 3.3, 4.7, 20.1, 28.9], [0.0, 0.0, 0.0, 31.0, 31.0]])
+    got = roi_align(feats, rois, (7, 7), 1.0, 2, True)
+    assert got.dtype == torch.bfloat16
+    assert torch.equal(got, roi_align(feats.float(), rois, (7, 7), 1.0, 2, True).to(torch.bfloat16))
+    model = osteonet.create_model("fasterrcnn", backbone="resnet18", num_classes=2, min_size=128, max_size=128).train()
+    images = [torch.rand(3, 128, 128), torch.rand(3, 128, 128)]
+    targets = [{"boxes": torch.tensor([[20.0, 30.0, 70.0, 90.0]]), "labels": torch.tensor([1])} for _ in images]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model(images, targets)
+    assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+    total = sum(v.float() for v in losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)

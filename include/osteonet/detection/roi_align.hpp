@@ -9,6 +9,7 @@
 #pragma once
 
 #include <torch/torch.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 
 #include <cmath>
 #include <map>
@@ -383,12 +384,23 @@ inline torch::autograd::variable_list RoIAlignBackwardFunction::backward(torch::
 /// (ceil(roi size / output size) samples per bin, per RoI). Gradients flow to `input` only (also
 /// second order). On the CPU a native kernel with torchvision's arithmetic (samples precomputed
 /// per RoI, shared by the channels); elsewhere differentiable tensor ops (detail_roi::roi_align_ops).
+/// float16 / bfloat16 inputs are computed in float32 and returned in their dtype.
 inline torch::Tensor roi_align(const torch::Tensor& input, const torch::Tensor& rois, std::array<int64_t, 2> output_size,
                                double spatial_scale = 1.0, int64_t sampling_ratio = -1, bool aligned = false) {
   OSTEONET_CHECK(input.dim() == 4, "roi_align: input must be N x C x H x W, got shape ", input.sizes());
   OSTEONET_CHECK(rois.dim() == 2 && rois.size(1) == 5, "roi_align: rois must be K x 5, got shape ", rois.sizes());
   OSTEONET_CHECK(output_size[0] > 0 && output_size[1] > 0, "roi_align: output_size must be positive, got output_size=(",
                  output_size[0], ", ", output_size[1], ")");
+  if (input.scalar_type() == torch::kHalf || input.scalar_type() == torch::kBFloat16 ||
+      rois.scalar_type() == torch::kHalf || rois.scalar_type() == torch::kBFloat16) {
+    // Reduced precision (float16 / bfloat16 maps, e.g. under autocast): computed in float32 with autocast
+    // off and returned in the input's dtype, as torchvision's autocast rule for roi_align does; box
+    // coordinates never round to half precision.
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+    return roi_align(input.to(torch::kFloat), rois.to(torch::kFloat), output_size, spatial_scale, sampling_ratio,
+                     aligned)
+        .to(input.scalar_type());
+  }
   const bool kernel = input.device().is_cpu() && rois.device().is_cpu() &&
                       (input.scalar_type() == torch::kFloat || input.scalar_type() == torch::kDouble);
   if (!kernel) return detail_roi::roi_align_ops(input, rois, output_size, spatial_scale, sampling_ratio, aligned);
