@@ -346,7 +346,7 @@ def load_pretrained(model: torch.nn.Module, pretrained: str, where: str, allow_f
     if not use:
         raise ValueError(f"{where}: {origin}: none of its {len(state)} tensors fits {name or 'the model'}'s names and shapes")
     new = [k for k in own if k not in use and not k.endswith("num_batches_tracked")]
-    left = [k for k in state if k not in use]
+    left = [k for k in state if k not in use and not k.endswith("num_batches_tracked")]  # FrozenBatchNorm2d has none
     own.update(use)
     model.load_state_dict(own)
     if (new or left) and not quiet:

