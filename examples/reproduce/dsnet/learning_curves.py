@@ -4,7 +4,7 @@ split after every epoch (VOC mAP@0.5, Recall and Acc at score >= 0.5), to show w
 stand and what limits them. The test split only measures here: nothing is selected on it.
 
 Usage: python examples/reproduce/dsnet/learning_curves.py --out runs/curves --variant resnet50 --epochs 12 \
-           [--set lr=0.02] [--set augment=false] [--data out/dsnet/data]
+           [--set lr=0.02] [--set augment=false] [--preset n_patients=90] [--data out/dsnet/data]
 Writes OUT/<variant>/curve.json (one record per epoch) and prints one line per epoch.
 """
 
@@ -31,8 +31,12 @@ def main(argv=None):
     p.add_argument("--data", default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", default=[], help="task option KEY=JSON value (lr=0.02, augment=false)")
+    p.add_argument("--preset", action="append", default=[], help="quick preset entry KEY=JSON value (n_patients=90)")
     a = p.parse_args(argv)
     cfg = dict(dsnet.PRESETS["quick"], epochs=a.epochs)
+    for kv in a.preset:
+        k, v = kv.split("=", 1)
+        cfg[k] = json.loads(v)
     options = dsnet.variant_options(a.variant, cfg)
     for kv in a.set:
         k, v = kv.split("=", 1)

@@ -2,9 +2,11 @@
 (osteonet.tasks.detection; the code `osteonet train --task detection` runs): generate the data, split
 4:1 by patient, train each Faster R-CNN variant, evaluate, and write the tables beside the paper's numbers.
 
-Presets: `quick` (CPU, about 15 minutes on 2 quiet cores: 30 patients x 3 slices, 160-pixel inputs, 3
-epochs, lighter RPN/RoI sampling; it shows the pipeline end to end, and its numbers are not
-comparable with the paper's) and `paper` (the paper's settings for a GPU: 133 patients x 36 slices,
+The ResNet-50 rows start from the ImageNet ResNet-50 (osteonet.weights ``resnet50/imagenet``, as the paper
+fine-tunes ImageNet weights); VGG16 and MobileNet rows train from scratch (no ImageNet weights reachable
+offline). Presets: `quick` (CPU, 2 cores: 30 patients x 3 slices, 160-pixel inputs, 3 epochs from scratch
+and 8 fine-tuning epochs, lighter RPN/RoI sampling; it shows the pipeline end to end, and its numbers are
+not comparable with the paper's; examples/reproduce/dsnet/README.md has its learning curves) and `paper` (the paper's settings for a GPU: 133 patients x 36 slices,
 800-pixel inputs, SGD lr 0.01, batch 9, 100 epochs).
 """
 
@@ -39,8 +41,11 @@ PRESETS = {
                   detector=dict(rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=300, rpn_pre_nms_top_n_test=300,
                                 rpn_post_nms_top_n_test=100, rpn_batch_size_per_image=128, box_batch_size_per_image=64),
                   # pretrained ResNet-50 rows: BatchNorm frozen at ImageNet statistics (batch 4 is too small to
-                  # re-estimate them), every stage and the attention modules trained
-                  pretrained_detector=dict(frozen_bn=True, trainable_backbone_layers=5)),
+                  # re-estimate them), every stage and the attention modules trained; 8 epochs at lr 0.02 and no
+                  # brightness/contrast jitter (it shifts the bone density the WHO class is read from), measured
+                  # in examples/reproduce/dsnet/README.md (learning curves)
+                  pretrained_detector=dict(frozen_bn=True, trainable_backbone_layers=5),
+                  pretrained_overrides=dict(epochs=8, lr=0.02, augment=False)),
     "paper": dict(n_patients=133, slices_per_patient=36, min_size=800, max_size=1333, epochs=100, batch_size=9, lr=0.01,
                   detector={}),
 }
@@ -98,7 +103,7 @@ def weights_note(variants: List[str], cfg: Dict) -> str:
         rows = ", ".join(v for v, k in keys.items() if k == key)
         parts.append(f"The rows {rows} start from the backbone weights `{w['key']}` ({w['description']}; "
                      f"{w['source']}, see docs/weights.md), model options {w['options']}, fine-tuned with "
-                     f"{cfg.get('pretrained_detector', {})}; the detector's FPN, RPN, box head and the attention "
+                     f"{ {**cfg.get('pretrained_detector', {}), **cfg.get('pretrained_overrides', {})} }; the detector's FPN, RPN, box head and the attention "
                      "modules start from their initialisation.")
     if scratch:
         parts.append(f"The rows {', '.join(scratch)} train from scratch: no ImageNet weights for their backbones "
@@ -133,9 +138,11 @@ def reproduce(out: str, preset: str = "quick", seed: int = 0, variants: Optional
     results, info, runs = {}, {}, {}
     for i, name in enumerate(variants, 1):
         t0 = time.time()
-        print(f"[{i}/{len(variants)}] {name}: training {cfg['epochs']} epochs", flush=True)
+        options = variant_options(name, cfg)
+        print(f"[{i}/{len(variants)}] {name}: training {options['epochs']} epochs"
+              + (f" from {options['init_weights']}" if options["init_weights"] else " from scratch"), flush=True)
         runs[name] = run = name.replace("+", "_")
-        card = tasks.train("detection", data, os.path.join(out, run), variant_options(name, cfg), seed=seed,
+        card = tasks.train("detection", data, os.path.join(out, run), options, seed=seed,
                            test_fraction=0.2, resume=True, progress=progress,
                            command=f"osteonet reproduce dsnet --preset {preset} --seed {seed} --variants {name}")
         with open(os.path.join(out, run, "metrics.json")) as f:
@@ -150,8 +157,9 @@ def reproduce(out: str, preset: str = "quick", seed: int = 0, variants: Optional
               "detections with score >= 0.5 at IoU >= 0.5 (Acc = TP/(TP+FP), see docs/metrics.md); the paper's "
               "'Fps' reads as seconds per image.\n\n"
               + weights_note(variants, cfg)
-              + (f"The quick preset trains each detector for {cfg['epochs']} epochs on {n_train} images: it shows "
-                 "the pipeline end to end in minutes, and its numbers are not the methods' ranking. A Recall and Acc "
+              + (f"The quick preset trains on {n_train} images ({cfg['epochs']} epochs from scratch, "
+                 f"{cfg.get('pretrained_overrides', {}).get('epochs', cfg['epochs'])} fine-tuning): it shows the "
+                 "pipeline end to end in minutes, and its numbers are not the methods' ranking. A Recall and Acc "
                  "of 0.0 mean that no detection reached score 0.5 yet; Map ranks every detection and can be above "
                  "0. The paper preset uses the paper's data size and schedule (for a GPU).\n\n"
                  if preset == "quick" else "")
