@@ -5,7 +5,7 @@
 The ResNet-50 rows start from the ImageNet ResNet-50 (osteonet.weights ``resnet50/imagenet``, as the paper
 fine-tunes ImageNet weights); VGG16 and MobileNet rows train from scratch (no ImageNet weights reachable
 offline). Presets: `quick` (CPU, 2 cores: 30 patients x 3 slices, 160-pixel inputs, 3 epochs from scratch
-and 8 fine-tuning epochs, lighter RPN/RoI sampling; it shows the pipeline end to end, and its numbers are
+and 6 fine-tuning epochs, lighter RPN/RoI sampling; it shows the pipeline end to end, and its numbers are
 not comparable with the paper's; examples/reproduce/dsnet/README.md has its learning curves) and `paper` (the paper's settings for a GPU: 133 patients x 36 slices,
 800-pixel inputs, SGD lr 0.01, batch 9, 100 epochs).
 """
@@ -41,11 +41,11 @@ PRESETS = {
                   detector=dict(rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=300, rpn_pre_nms_top_n_test=300,
                                 rpn_post_nms_top_n_test=100, rpn_batch_size_per_image=128, box_batch_size_per_image=64),
                   # pretrained ResNet-50 rows: BatchNorm frozen at ImageNet statistics (batch 4 is too small to
-                  # re-estimate them), every stage and the attention modules trained; 8 epochs at lr 0.02 and no
+                  # re-estimate them), every stage and the attention modules trained; 6 epochs at lr 0.02 and no
                   # brightness/contrast jitter (it shifts the bone density the WHO class is read from), measured
                   # in examples/reproduce/dsnet/README.md (learning curves)
                   pretrained_detector=dict(frozen_bn=True, trainable_backbone_layers=5),
-                  pretrained_overrides=dict(epochs=8, lr=0.02, augment=False)),
+                  pretrained_overrides=dict(epochs=6, lr=0.02, augment=False)),
     "paper": dict(n_patients=133, slices_per_patient=36, min_size=800, max_size=1333, epochs=100, batch_size=9, lr=0.01,
                   detector={}),
 }
