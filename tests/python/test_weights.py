@@ -130,6 +130,50 @@ def test_caffe_preprocessing_fold_is_exact_inside_the_image(model):
     assert 1e-4 < border < 1.0  # the padding differs (zeros in Caffe's space vs the normalised one), slightly
 
 
+def _keras_resnet50(a, caffe, fill):
+    """Keras' ResNet50 computed straight from the package's tensors (HWIO kernels with biases, BatchNorm eps
+    1e-3, v1 strides) on Caffe's input, conv1's padding filled with ``fill`` (per BGR channel)."""
+    def conv(x, name, stride, pad):
+        return F.conv2d(x, a[f"{name}/kernel"].permute(3, 2, 0, 1), a[f"{name}/bias"], stride=stride, padding=pad)
+
+    def bn(x, name):
+        return F.batch_norm(x, a[f"{name}/moving_mean"], a[f"{name}/moving_variance"], a[f"{name}/gamma"],
+                            a[f"{name}/beta"], eps=1e-3)
+
+    x = F.pad(caffe - fill, (3, 3, 3, 3)) + fill
+    x = F.max_pool2d(F.pad(F.relu(bn(conv(x, "conv1", 2, 0), "bn_conv1")), (1, 1, 1, 1)), 3, 2)
+    for stage, n in zip(range(2, 6), (3, 4, 6, 3)):
+        for i, b in enumerate("abcdef"[:n]):
+            s, k = (2 if i == 0 and stage > 2 else 1), f"{stage}{b}_branch2"
+            y = F.relu(bn(conv(x, f"res{k}a", s, 0), f"bn{k}a"))
+            y = F.relu(bn(conv(y, f"res{k}b", 1, 1), f"bn{k}b"))
+            y = bn(conv(y, f"res{k}c", 1, 0), f"bn{k}c")
+            short = bn(conv(x, f"res{stage}a_branch1", s, 0), f"bn{stage}a_branch1") if i == 0 else x
+            x = F.relu(y + short)
+    return x.mean((2, 3)) @ a["fc1000/kernel"] + a["fc1000/bias"]
+
+
+@needs_weights
+@needs_download
+def test_converted_model_equals_keras_computed_from_the_raw_tensors(model):
+    """The whole conversion (kernel layouts, folded biases and epsilon, strides, the dense head) against an
+    independent float64 forward of the Keras tensors; conv1's padding filled with what zero is in the
+    normalised space, so the two agree exactly (logits within float32 rounding)."""
+    from osteonet.weights.keras_resnet50 import CAFFE_MEAN_BGR, keras_arrays
+
+    a = {n: torch.from_numpy(v) for n, v in keras_arrays(_download).items()}
+    x01 = torch.rand(2, 3, 96, 96, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    caffe_mean = torch.tensor(CAFFE_MEAN_BGR, dtype=torch.float64).view(1, 3, 1, 1)
+    caffe = x01.flip(1) * 255.0 - caffe_mean
+    fill = (255.0 * MEAN.double().flip(0)).view(1, 3, 1, 1) - caffe_mean  # normalised 0 in Caffe's space
+    ref = _keras_resnet50(a, caffe, fill)
+    xn = ((x01 - MEAN.double().view(1, 3, 1, 1)) / STD.double().view(1, 3, 1, 1)).float()
+    with torch.no_grad():
+        ours = model(xn).double()
+    assert torch.allclose(ours, ref, atol=1e-4, rtol=1e-4), (ours - ref).abs().max()  # measured 8e-6
+    assert torch.equal(ours.argsort(1)[:, -5:], ref.argsort(1)[:, -5:])
+
+
 @needs_weights
 def test_in_chans_1_equals_rgb_model_on_repeated_grey():
     rgb = create_model("resnet50", pretrained="imagenet").eval()
