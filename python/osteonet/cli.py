@@ -1,6 +1,6 @@
 """The `osteonet` command line. Each command group registers its own sub-command (``COMMANDS``; adding one
 is one line there): synth; train, evaluate, predict and check-data (osteonet.tasks); reproduce
-(osteonet.reproduce); bench; screen (osteonet.screen). Every run writes into its --out folder; long work shows progress; an
+(osteonet.reproduce); bench; screen (osteonet.screen); weights (osteonet.weights). Every run writes into its --out folder; long work shows progress; an
 error is one line on stderr and exit status 2."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import List, Optional
 
 from .reproduce.cli import register as register_reproduce
 from .tasks.cli import register_check_data, register_evaluate, register_predict, register_train
+from .weights.cli import register as register_weights
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
@@ -65,7 +66,7 @@ def register_screen(sub) -> None:
 
 #: every sub-command, each registering its own parser
 COMMANDS = (register_synth, register_train, register_evaluate, register_predict, register_check_data,
-            register_reproduce, register_bench, register_screen)
+            register_reproduce, register_bench, register_screen, register_weights)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -62,7 +62,7 @@ def model_info(name: str) -> Dict[str, Any]:
 
 
 def create_model(name: str, num_classes: Optional[int] = None, attention: Optional[str] = None,
-                 in_chans: Optional[int] = None, **options: Any) -> "CppModule":
+                 in_chans: Optional[int] = None, pretrained: Optional[str] = None, **options: Any) -> "CppModule":
     """Builds any registered model as a ``torch.nn.Module``: backbones, detectors, segmenters,
     aggregators and attention modules (:func:`list_models`).
 
@@ -71,6 +71,11 @@ def create_model(name: str, num_classes: Optional[int] = None, attention: Option
             ``"lstm"``, ``"se"``).
         num_classes, attention, in_chans: the common keywords; left out, the model's own default
             (``model_info(name)["options"]`` lists every keyword and default).
+        pretrained: a registered weights tag (``"imagenet"``: ``osteonet.weights.list_weights()``) for the
+            model's backbone, or a file (a torchvision state dict or an osteonet checkpoint). The tag's model
+            options (``stride_in_1x1=True`` for ``"imagenet"``) are applied; tensors that fit by name and shape
+            load (a detector's under ``backbone.body.``), ``conv1`` adapted to ``in_chans``, and one line on
+            stderr names what was new. Weights neither cached nor fetchable raise one RuntimeError line.
         **options: model keywords (``dropout``, ``aux_logits``, ``attention_placement``,
             ``stride_in_1x1``, ...) and attention keywords ``attn_<field>``.
 
@@ -90,8 +95,15 @@ def create_model(name: str, num_classes: Optional[int] = None, attention: Option
     config = {k: v for k, v in given.items() if v is not None}
     config.update(options)
     family = _core.family_of(name)
+    if pretrained is not None:
+        from .weights import load_pretrained, resolve
+
+        config = resolve(name, pretrained, config)[1]
     cpp = _core.create(name, config)
-    return _wrapper(family, name)(cpp, name, config)
+    model = _wrapper(family, name)(cpp, name, config)
+    if pretrained is not None:
+        load_pretrained(model, pretrained, f"create_model({name!r}, pretrained={pretrained!r})")
+    return model
 
 
 def _check_family(name: Any, family: str, where: str) -> None:

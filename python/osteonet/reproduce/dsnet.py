@@ -2,9 +2,11 @@
 (osteonet.tasks.detection; the code `osteonet train --task detection` runs): generate the data, split
 4:1 by patient, train each Faster R-CNN variant, evaluate, and write the tables beside the paper's numbers.
 
-Presets: `quick` (CPU, about 15 minutes on 2 quiet cores: 30 patients x 3 slices, 160-pixel inputs, 3
-epochs, lighter RPN/RoI sampling; it shows the pipeline end to end, and its numbers are not
-comparable with the paper's) and `paper` (the paper's settings for a GPU: 133 patients x 36 slices,
+The ResNet-50 rows start from the ImageNet ResNet-50 (osteonet.weights ``resnet50/imagenet``, as the paper
+fine-tunes ImageNet weights); VGG16 and MobileNet rows train from scratch (no ImageNet weights reachable
+offline). Presets: `quick` (CPU, 2 cores: 30 patients x 3 slices, 160-pixel inputs, 3 epochs from scratch
+and 6 fine-tuning epochs, lighter RPN/RoI sampling; it shows the pipeline end to end, and its numbers are
+not comparable with the paper's; examples/reproduce/dsnet/README.md has its learning curves) and `paper` (the paper's settings for a GPU: 133 patients x 36 slices,
 800-pixel inputs, SGD lr 0.01, batch 9, 100 epochs).
 """
 
@@ -15,16 +17,17 @@ import os
 import time
 from typing import Dict, List, Optional
 
-# name: (backbone, attention, attention_placement)
+# name: (backbone, attention, attention_placement, pretrained weights: the paper fine-tunes ImageNet ResNet-50s;
+# no ImageNet VGG16 or MobileNet is reachable offline, so those rows train from scratch)
 VARIANTS = {
-    "resnet50": ("resnet50", None, None),
-    "resnet50+se": ("resnet50", "se", "dsnet"),
-    "resnet50+sk": ("resnet50", "sk", "dsnet"),
-    "resnet50+ds": ("dsnet_resnet50", None, None),  # DSNet: DS after the stem and the last stage (Fig. 3)
-    "vgg16": ("vgg16", None, None),
-    "vgg16+ds": ("vgg16", "ds", None),
-    "mobilenet": ("mobilenet_v3_large", None, None),
-    "mobilenet+ds": ("mobilenet_v3_large", "ds", None),
+    "resnet50": ("resnet50", None, None, "imagenet"),
+    "resnet50+se": ("resnet50", "se", "dsnet", "imagenet"),
+    "resnet50+sk": ("resnet50", "sk", "dsnet", "imagenet"),
+    "resnet50+ds": ("dsnet_resnet50", None, None, "imagenet"),  # DSNet: DS after the stem and the last stage (Fig. 3)
+    "vgg16": ("vgg16", None, None, None),
+    "vgg16+ds": ("vgg16", "ds", None, None),
+    "mobilenet": ("mobilenet_v3_large", None, None, None),
+    "mobilenet+ds": ("mobilenet_v3_large", "ds", None, None),
 }
 # The paper's numbers: Map %, Recall %, Acc %, "Fps" (reads as seconds per frame).
 TABLE1 = [("ResNet50", "resnet50", (78.2, 88.1, 74.1, 0.1849)), ("ResNet50+SE", "resnet50+se", (80.4, 88.5, 73.7, 0.1834)),
@@ -36,7 +39,13 @@ TABLE2 = [("ResNet50", "resnet50", (78.2, 88.1, 74.1, 0.1849)), ("ResNet50 + DS"
 PRESETS = {
     "quick": dict(n_patients=30, slices_per_patient=3, min_size=160, max_size=160, epochs=3, batch_size=4, lr=0.01,
                   detector=dict(rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=300, rpn_pre_nms_top_n_test=300,
-                                rpn_post_nms_top_n_test=100, rpn_batch_size_per_image=128, box_batch_size_per_image=64)),
+                                rpn_post_nms_top_n_test=100, rpn_batch_size_per_image=128, box_batch_size_per_image=64),
+                  # pretrained ResNet-50 rows: BatchNorm frozen at ImageNet statistics (batch 4 is too small to
+                  # re-estimate them), every stage and the attention modules trained; 6 epochs at lr 0.02 and no
+                  # brightness/contrast jitter (it shifts the bone density the WHO class is read from), measured
+                  # in examples/reproduce/dsnet/README.md (learning curves)
+                  pretrained_detector=dict(frozen_bn=True, trainable_backbone_layers=5),
+                  pretrained_overrides=dict(epochs=6, lr=0.02, augment=False)),
     "paper": dict(n_patients=133, slices_per_patient=36, min_size=800, max_size=1333, epochs=100, batch_size=9, lr=0.01,
                   detector={}),
 }
@@ -68,10 +77,38 @@ def tables(results: Dict[str, Dict[str, float]]):
 
 def variant_options(name: str, cfg: Dict) -> Dict:
     """The detection task's options of one variant under a preset."""
-    backbone, attention, placement = VARIANTS[name]
-    return {"model": backbone, "attention": attention, "attention_placement": placement, "image_size": cfg["min_size"],
-            "max_size": cfg["max_size"], "epochs": cfg["epochs"], "batch_size": cfg["batch_size"], "lr": cfg["lr"],
-            "score_threshold": cfg.get("score_thresh", 0.5), "detector": dict(cfg["detector"])}
+    backbone, attention, placement, weights = VARIANTS[name]
+    weights = weights if cfg.get("pretrained", True) else None
+    o = {"model": backbone, "attention": attention, "attention_placement": placement, "image_size": cfg["min_size"],
+         "max_size": cfg["max_size"], "epochs": cfg["epochs"], "batch_size": cfg["batch_size"], "lr": cfg["lr"],
+         "score_threshold": cfg.get("score_thresh", 0.5), "detector": dict(cfg["detector"]), "init_weights": weights}
+    if weights:
+        o.update(cfg.get("pretrained_overrides", {}))
+        o["detector"].update(cfg.get("pretrained_detector", {}))
+    return o
+
+
+def weights_note(variants: List[str], cfg: Dict) -> str:
+    """The table note's sentence on the weights each row started from (named from the registry)."""
+    from ..weights import resolve, weight_info
+
+    keys = {}
+    for v in variants:
+        o = variant_options(v, cfg)
+        keys[v] = resolve("fasterrcnn", o["init_weights"], {"backbone": o["model"]})[0].key if o["init_weights"] else None
+    scratch = [v for v, k in keys.items() if not k]
+    parts = []
+    for key in sorted({k for k in keys.values() if k}):
+        w = weight_info(key)
+        rows = ", ".join(v for v, k in keys.items() if k == key)
+        parts.append(f"The rows {rows} start from the backbone weights `{w['key']}` ({w['description']}; "
+                     f"{w['source']}, see docs/weights.md), model options {w['options']}, fine-tuned with "
+                     f"{ {**cfg.get('pretrained_detector', {}), **cfg.get('pretrained_overrides', {})} }; the detector's FPN, RPN, box head and the attention "
+                     "modules start from their initialisation.")
+    if scratch:
+        parts.append(f"The rows {', '.join(scratch)} train from scratch: no ImageNet weights for their backbones "
+                     "are reachable offline.")
+    return " ".join(parts) + "\n\n" if parts else ""
 
 
 def reproduce(out: str, preset: str = "quick", seed: int = 0, variants: Optional[List[str]] = None,
@@ -101,9 +138,11 @@ def reproduce(out: str, preset: str = "quick", seed: int = 0, variants: Optional
     results, info, runs = {}, {}, {}
     for i, name in enumerate(variants, 1):
         t0 = time.time()
-        print(f"[{i}/{len(variants)}] {name}: training {cfg['epochs']} epochs", flush=True)
+        options = variant_options(name, cfg)
+        print(f"[{i}/{len(variants)}] {name}: training {options['epochs']} epochs"
+              + (f" from {options['init_weights']}" if options["init_weights"] else " from scratch"), flush=True)
         runs[name] = run = name.replace("+", "_")
-        card = tasks.train("detection", data, os.path.join(out, run), variant_options(name, cfg), seed=seed,
+        card = tasks.train("detection", data, os.path.join(out, run), options, seed=seed,
                            test_fraction=0.2, resume=True, progress=progress,
                            command=f"osteonet reproduce dsnet --preset {preset} --seed {seed} --variants {name}")
         with open(os.path.join(out, run, "metrics.json")) as f:
@@ -117,11 +156,13 @@ def reproduce(out: str, preset: str = "quick", seed: int = 0, variants: Optional
               "Ours beside (the paper's). Map = VOC AP at IoU 0.5 averaged over classes; Recall and Acc count "
               "detections with score >= 0.5 at IoU >= 0.5 (Acc = TP/(TP+FP), see docs/metrics.md); the paper's "
               "'Fps' reads as seconds per image.\n\n"
-              + (f"The quick preset trains each detector from scratch (no pretrained weights offline) for "
-                 f"{cfg['epochs']} epochs on {n_train} images: it shows the pipeline end to end in minutes, and its "
-                 "numbers are not the methods' ranking. A Recall and Acc of 0.0 mean that no detection reached "
-                 "score 0.5 yet; Map ranks every detection and can be above 0. The paper preset uses the paper's "
-                 "data size and schedule (for a GPU).\n\n" if preset == "quick" else "")
+              + weights_note(variants, cfg)
+              + (f"The quick preset trains on {n_train} images ({cfg['epochs']} epochs from scratch, "
+                 f"{cfg.get('pretrained_overrides', {}).get('epochs', cfg['epochs'])} fine-tuning): it shows the "
+                 "pipeline end to end in minutes, and its numbers are not the methods' ranking. A Recall and Acc "
+                 "of 0.0 mean that no detection reached score 0.5 yet; Map ranks every detection and can be above "
+                 "0. The paper preset uses the paper's data size and schedule (for a GPU).\n\n"
+                 if preset == "quick" else "")
               + "Pictures per variant: `<variant>/detections.png` (ground truth and the three highest-scoring "
                 "detections on the first test images) and `<variant>/training_curves.png`.\n\n")
     table_rows = []

@@ -70,28 +70,31 @@ def nearest(name: str, valid: Sequence[str]) -> str:
 
 
 def load_init_weights(model: Any, path: str, where: str) -> Dict[str, Any]:
-    """Starts ``model`` from the tensors of ``path`` (a state dict, e.g. torchvision's pretrained weights, or an
-    osteonet checkpoint) whose names and shapes fit; the rest (a new head) keeps its initialisation. Returns
-    what was loaded (for the model card); nothing fitting raises one ValueError."""
-    import torch
+    """Starts ``model`` from a registered weights tag (``"imagenet"``, see osteonet.weights) or the tensors of
+    a file (a state dict, e.g. torchvision's pretrained weights, or an osteonet checkpoint) whose names and
+    shapes fit; the rest (a new head) keeps its initialisation. Returns what was loaded (for the model
+    card); nothing fitting raises one ValueError."""
+    from ..weights import load_pretrained
 
-    if not os.path.exists(path):
-        raise ValueError(f"{where}: init_weights {path}: no such file")
-    try:
-        state = torch.load(path, map_location="cpu")
-    except Exception as e:  # noqa: BLE001  (any unpickling failure)
-        raise ValueError(f"{where}: init_weights {path}: not a PyTorch state dict ({type(e).__name__})") from None
-    if isinstance(state, dict) and "osteonet_checkpoint" in state:
-        state = state["model"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{where}: init_weights {path}: expected a state dict, got {type(state).__name__}")
-    own = model.state_dict()
-    use = {k: v for k, v in state.items() if k in own and hasattr(v, "shape") and tuple(own[k].shape) == tuple(v.shape)}
-    if not use:
-        raise ValueError(f"{where}: init_weights {path}: none of its {len(state)} tensors fits the model's names and shapes")
-    own.update(use)
-    model.load_state_dict(own)
-    return {"path": os.path.abspath(path), "tensors_loaded": len(use), "model_tensors": len(own)}
+    info = load_pretrained(model, path, f"{where}: init_weights")
+    return {k: info[k] for k in ("weights", "tensors_loaded", "model_tensors")}
+
+
+#: the tasks' ``init_weights`` option
+INIT_WEIGHTS = Option(None, "str", "start the backbone from a registered weights tag (imagenet: osteonet weights list) or a "
+                                   "file (a state dict with torchvision's names or an osteonet checkpoint); tensors that "
+                                   "fit are loaded", nullable=True)
+
+
+def init_weights_options(init_weights: Optional[str], model_name: str, config: Dict[str, Any]) -> Dict[str, Any]:
+    """The model options a registered weights tag needs (``stride_in_1x1=True`` for ``"imagenet"``), to build
+    the model with (and record in its card); {} for a file or no init_weights."""
+    if not init_weights:
+        return {}
+    from ..weights import resolve
+
+    source, _ = resolve(model_name, init_weights, config)
+    return dict(source.options) if source is not None else {}
 
 
 class Task:

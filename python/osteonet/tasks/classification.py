@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import metrics as om
-from .base import Option, Samples, Task, load_init_weights
+from .base import INIT_WEIGHTS, Option, Samples, Task, init_weights_options, load_init_weights
 from .inputs import input_name, read_scan, to_unit
 from .layout import group_column, groups_of, image_shape, manifest, where
 
@@ -165,8 +165,7 @@ class ClassificationTask(Task):
                                              "(0: the last epoch)", minimum=0.0),
         "window_center": Option(400.0, "float", "HU window centre for DICOM / NIfTI inputs"),
         "window_width": Option(1800.0, "float", "HU window width for DICOM / NIfTI inputs", minimum=1.0),
-        "init_weights": Option(None, "str", "start from these weights (a state dict with torchvision's names, e.g. "
-                                            "pretrained; tensors that fit are loaded)", nullable=True),
+        "init_weights": INIT_WEIGHTS,
     }
 
     def check_options(self, o: Dict[str, Any], where_: str) -> None:
@@ -221,6 +220,7 @@ class ClassificationTask(Task):
         window = (o["window_center"], o["window_width"])
         arch = {"name": o["model"], "num_classes": len(classes), "in_chans": 1, "attention": o["attention"],
                 "options": {"aux_logits": False} if o["model"] == "inception_v3" else {}}
+        arch["options"].update(init_weights_options(o["init_weights"], o["model"], {}))
         val: List[int] = []
         if o["val_fraction"] > 0:
             a, b = patient_split([samples.groups[i] for i in train], [samples.strata[i] for i in train],

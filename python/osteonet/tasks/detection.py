@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .. import metrics as om
-from .base import Option, Samples, Task, load_init_weights
+from .base import INIT_WEIGHTS, Option, Samples, Task, init_weights_options, load_init_weights
 from .inputs import input_name
 
 
@@ -71,8 +71,7 @@ class DetectionTask(Task):
         "augment": Option(True, "bool", "horizontal flips and brightness/contrast jitter while training"),
         "score_threshold": Option(0.5, "float", "detections counted by recall / accuracy and drawn", minimum=0.0),
         "detector": Option({}, "dict", "more detector keywords (rpn_*/box_* as torchvision's FasterRCNN)"),
-        "init_weights": Option(None, "str", "start from these weights (a state dict with torchvision's names, e.g. "
-                                            "pretrained; tensors that fit are loaded)", nullable=True),
+        "init_weights": INIT_WEIGHTS,
     }
 
     def check_options(self, o, where_):
@@ -130,6 +129,7 @@ class DetectionTask(Task):
         opts = dict(min_size=o["image_size"], max_size=o["max_size"] or o["image_size"], **o["detector"])
         if o["attention_placement"]:
             opts["attention_placement"] = o["attention_placement"]
+        opts.update(init_weights_options(o["init_weights"], "fasterrcnn", {"backbone": o["model"]}))
         arch = {"backbone": o["model"], "attention": o["attention"], "num_classes": ds.num_classes, "options": opts}
         ot.seed_everything(seed)
         model = self._build(arch)
