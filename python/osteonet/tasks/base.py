@@ -82,7 +82,13 @@ def load_init_weights(model: Any, path: str, where: str) -> Dict[str, Any]:
     except Exception as e:  # noqa: BLE001  (any unpickling failure)
         raise ValueError(f"{where}: init_weights {path}: not a PyTorch state dict ({type(e).__name__})") from None
     if isinstance(state, dict) and "osteonet_checkpoint" in state:
-        state = state["model"]
+        from ..train.checkpoint import _read
+
+        state = _read(path)["model"]  # verified against its checksums
+    elif isinstance(state, dict):
+        from ..train.checkpoint import warn_unverified
+
+        warn_unverified(path, f"{where}: init_weights is a plain state dict")
     if not isinstance(state, dict):
         raise ValueError(f"{where}: init_weights {path}: expected a state dict, got {type(state).__name__}")
     own = model.state_dict()
