@@ -13,16 +13,35 @@ import numpy as np
 __all__ = ["read_dicom", "read_dicom_series", "read_nifti", "read_image", "read_volume", "window", "read_manifest"]
 
 
-def _must_exist(path: str, what: str) -> None:
+def _must_exist(path: "str | os.PathLike", what: str, kind: str = "file") -> str:
+    """``path`` as a str (``pathlib.Path`` accepted), checked to exist and to be a ``kind`` ("file", "folder"
+    or "any"): a folder where a file is expected is one ValueError naming it, not IsADirectoryError."""
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        raise TypeError(f"{what}: expected a path (str or os.PathLike), got {type(path).__name__}") from None
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if "\x00" in path:
+        raise ValueError(f"{path!r}: {what} path contains a NUL byte")
     if not os.path.exists(path):
         raise ValueError(f"{path}: {what} not found")
+    if kind == "file" and os.path.isdir(path):
+        raise ValueError(f"{path}: expected a {what}, got a folder")
+    if kind == "folder" and not os.path.isdir(path):
+        raise ValueError(f"{path}: expected a {what}, got a file")
+    return path
+
+
+def _shorten(s: str, n: int = 80) -> str:
+    return s if len(s) <= n else s[:n] + f"... ({len(s)} characters)"
 
 
 def read_dicom(path: str) -> Tuple[np.ndarray, Dict[str, object]]:
     """One DICOM image -> (float32 array in modality units — HU for CT — , metadata)."""
     import pydicom
 
-    _must_exist(path, "DICOM file")
+    path = _must_exist(path, "DICOM file")
     try:
         ds = pydicom.dcmread(path)
         pixels = ds.pixel_array
@@ -57,7 +76,7 @@ def read_dicom_series(folder: str, series_uid: Optional[str] = None,
     each violation is one ValueError."""
     import pydicom
 
-    _must_exist(folder, "DICOM series folder")
+    folder = _must_exist(folder, "DICOM series folder", "folder")
     if not os.path.isdir(folder):
         raise ValueError(f"{folder}: expected a folder of DICOM files, got a file")
     slices = []
@@ -158,7 +177,7 @@ def read_nifti(path: str, dtype: Optional[type] = np.float32) -> Tuple[np.ndarra
     ``dtype=None`` keeps the stored type when the header does not scale (label maps)."""
     import nibabel as nib
 
-    _must_exist(path, "NIfTI file")
+    path = _must_exist(path, "NIfTI file")
     try:
         img = nib.load(path)
         data = np.asanyarray(img.dataobj) if dtype is None else np.asarray(img.dataobj, dtype=dtype)
@@ -171,7 +190,7 @@ def read_image(path: str) -> np.ndarray:
     """A PNG/JPEG/... image -> float32 grey array (values as stored, 0-255 for 8-bit)."""
     from PIL import Image, UnidentifiedImageError
 
-    _must_exist(path, "image file")
+    path = _must_exist(path, "image file")
     try:
         with Image.open(path) as im:
             im.load()
@@ -187,7 +206,7 @@ def read_image(path: str) -> np.ndarray:
 def read_volume(path: str):
     """Dispatch by what `path` is: a folder (DICOM series), .nii/.nii.gz (NIfTI), .dcm (one DICOM
     image), or an image file. Returns (array, affine-or-None, meta)."""
-    _must_exist(path, "input")
+    path = _must_exist(path, "input", "any")
     low = path.lower()
     if os.path.isdir(path):
         return read_dicom_series(path)
@@ -218,11 +237,11 @@ def read_manifest(folder: str, required: Sequence[str] = ("path", "label"), chec
     ``path`` when required; ``check_files=False`` skips it). ``layout`` is named in the errors. Every
     problem raises one ValueError naming the file, the line and the field."""
     where = f" (the {layout} layout needs columns {', '.join(required)})" if layout else ""
+    folder = os.fspath(folder)
     if not os.path.isdir(folder):
         raise ValueError(f"{folder}: data folder not found" if not os.path.exists(folder) else
                          f"{folder}: expected a data folder, got a file")
-    path = os.path.join(folder, "manifest.csv")
-    _must_exist(path, "manifest" + where)
+    path = _must_exist(os.path.join(folder, "manifest.csv"), "manifest" + where)
     try:
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
@@ -239,6 +258,9 @@ def read_manifest(folder: str, required: Sequence[str] = ("path", "label"), chec
         if None in r or any(v is None for v in r.values()):
             raise ValueError(f"{path} line {i + 2}: expected {len(columns)} fields ({', '.join(columns)}), got "
                              f"{len([v for v in r.values() if v is not None]) + len(r.get(None) or [])}")
+        for c, v in r.items():
+            if "\x00" in v:  # csv reads NUL bytes; no path or label holds one (a binary file renamed .csv?)
+                raise ValueError(f"{path} line {i + 2}: field '{_shorten(c)}' contains a NUL byte")
         for c in (required if nonempty is None else nonempty):
             if not r[c].strip():
                 raise ValueError(f"{path} line {i + 2}: field '{c}' is empty")
