@@ -241,6 +241,13 @@ def test_nested_list_of_boxes_is_one_line():
     one_line(e)
 
 
+def test_detector_targets_as_nested_lists_are_one_line():
+    model = _detector().train()
+    with pytest.raises(TypeError) as e:
+        model([torch.rand(3, 64, 64)], [{"boxes": [[4.0, 4.0, 30.0, 30.0]], "labels": torch.tensor([1])}])
+    assert "target 0 boxes (K x 4) must be a torch.Tensor, got list" in one_line(e)
+
+
 def test_manifest_with_nul_byte_is_refused(tmp_path):
     (tmp_path / "a.png").write_bytes(b"")
     (tmp_path / "manifest.csv").write_text("path,label\na.png,1\x00\n")
