@@ -177,7 +177,7 @@ TEST_CASE("checkpoint integrity: a flipped byte in a stored tensor is refused an
   // A format-2 checkpoint without checksums (stripped) is refused; format 1 (before checksums) loads.
   auto strip = [&](int64_t version) {
     auto e = d.copy();
-    e.erase("checksums");
+    CHECK(e.erase("checksums") == 1);
     e.insert_or_assign("osteonet_checkpoint", version);
     const auto out = torch::pickle_save(e);
     ot::atomic_write(dir + "/v" + std::to_string(version) + ".pt", out.data(), out.size());
@@ -192,7 +192,7 @@ TEST_CASE("checkpoint integrity: a flipped byte in a stored tensor is refused an
   auto renamed = d.copy();
   auto model = renamed.at("model").toGenericDict().copy();
   model.insert("weight2", model.at("weight"));
-  model.erase("weight");
+  CHECK(model.erase("weight") == 1);
   renamed.insert_or_assign("model", model);
   const auto out = torch::pickle_save(renamed);
   ot::atomic_write(dir + "/renamed.pt", out.data(), out.size());

@@ -37,6 +37,12 @@ def _shorten(s: str, n: int = 80) -> str:
     return s if len(s) <= n else s[:n] + f"... ({len(s)} characters)"
 
 
+def _reason(e: BaseException) -> str:
+    """A library's exception as one short clause: its type and the first line of its message, cut."""
+    lines = str(e).splitlines()
+    return f"{type(e).__name__}: {_shorten(lines[0], 200)}" if lines and lines[0] else type(e).__name__
+
+
 def read_dicom(path: str) -> Tuple[np.ndarray, Dict[str, object]]:
     """One DICOM image -> (float32 array in modality units — HU for CT — , metadata)."""
     import pydicom
@@ -50,7 +56,7 @@ def read_dicom(path: str) -> Tuple[np.ndarray, Dict[str, object]]:
     except AttributeError:
         raise ValueError(f"{path}: DICOM file has no pixel data") from None
     except Exception as e:  # truncated pixel data, unsupported compression, ...
-        raise ValueError(f"{path}: unreadable DICOM ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        raise ValueError(f"{path}: unreadable DICOM ({_reason(e)})") from None
     slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
     intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
     data = pixels.astype(np.float32) * slope + intercept
@@ -200,7 +206,7 @@ def read_image(path: str) -> np.ndarray:
     except UnidentifiedImageError:
         raise ValueError(f"{path}: not an image PIL can read (expected PNG, JPEG, ...)") from None
     except OSError as e:
-        raise ValueError(f"{path}: unreadable image ({str(e).splitlines()[0]})") from None
+        raise ValueError(f"{path}: unreadable image ({_reason(e)})") from None
 
 
 def read_volume(path: str):
@@ -251,12 +257,13 @@ def read_manifest(folder: str, required: Sequence[str] = ("path", "label"), chec
         raise ValueError(f"{path}: not a CSV manifest ({type(e).__name__})") from None
     missing = [c for c in required if c not in columns]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; expected at least {list(required)}, got {columns}")
+        raise ValueError(f"{path}: missing column(s) {missing}; expected at least {list(required)}, got "
+                         f"{_shorten(repr(columns), 300)}")
     if not rows:
         raise ValueError(f"{path}: manifest has no rows")
     for i, r in enumerate(rows):
         if None in r or any(v is None for v in r.values()):
-            raise ValueError(f"{path} line {i + 2}: expected {len(columns)} fields ({', '.join(columns)}), got "
+            raise ValueError(f"{path} line {i + 2}: expected {len(columns)} fields ({_shorten(', '.join(columns), 300)}), got "
                              f"{len([v for v in r.values() if v is not None]) + len(r.get(None) or [])}")
         for c, v in r.items():
             if "\x00" in v:  # csv reads NUL bytes; no path or label holds one (a binary file renamed .csv?)
@@ -269,5 +276,5 @@ def read_manifest(folder: str, required: Sequence[str] = ("path", "label"), chec
         for i, r in enumerate(rows):
             for c in files:
                 if r.get(c) and not os.path.exists(os.path.join(folder, r[c])):
-                    raise ValueError(f"{path} line {i + 2}: field '{c}' names {r[c]!r}, which does not exist")
+                    raise ValueError(f"{path} line {i + 2}: field '{c}' names {_shorten(repr(r[c]))}, which does not exist")
     return rows
