@@ -257,6 +257,11 @@ inline c10::impl::GenericDict parse_checkpoint(const std::string& path, const st
     std::string msg = e.what_without_backtrace();
     msg = msg.substr(0, msg.find('\n'));
     throw ValueError("checkpoint " + path + ": not an osteonet checkpoint (cannot be unpickled: " + msg + ")");
+  } catch (const std::exception& e) {
+    // LibTorch's unpickler also throws plain std::out_of_range on a damaged pickle (the checkpoint
+    // campaign found `vector::_M_range_check` from a flipped memo index): the same clean refusal.
+    throw ValueError("checkpoint " + path + ": not an osteonet checkpoint (cannot be unpickled: " +
+                     shorten(e.what(), 200) + ")");
   }
   if (!v.isGenericDict())
     throw ValueError("checkpoint " + path + ": not an osteonet checkpoint (holds a " + v.tagKind() + ", not a dict)");

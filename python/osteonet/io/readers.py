@@ -57,18 +57,21 @@ def read_dicom(path: str) -> Tuple[np.ndarray, Dict[str, object]]:
         raise ValueError(f"{path}: DICOM file has no pixel data") from None
     except Exception as e:  # truncated pixel data, unsupported compression, ...
         raise ValueError(f"{path}: unreadable DICOM ({_reason(e)})") from None
-    slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
-    intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
-    data = pixels.astype(np.float32) * slope + intercept
-    spacing = [float(v) for v in getattr(ds, "PixelSpacing", [1.0, 1.0])]
-    meta = {"path": path, "modality": str(getattr(ds, "Modality", "")), "patient_id": str(getattr(ds, "PatientID", "")),
-            "series_uid": str(getattr(ds, "SeriesInstanceUID", "")), "sop_uid": str(getattr(ds, "SOPInstanceUID", "")),
-            "sop_class_uid": str(getattr(ds, "SOPClassUID", "")),
-            "spacing_between_slices": float(getattr(ds, "SpacingBetweenSlices", 0) or 0), "pixel_spacing": spacing,
-            "slice_thickness": float(getattr(ds, "SliceThickness", 0) or 0),
-            "position": [float(v) for v in getattr(ds, "ImagePositionPatient", [0, 0, 0])],
-            "orientation": [float(v) for v in getattr(ds, "ImageOrientationPatient", [1, 0, 0, 0, 1, 0])],
-            "instance": int(getattr(ds, "InstanceNumber", 0) or 0), "rescale": (slope, intercept)}
+    try:  # pydicom parses elements when first read: a damaged one raises here
+        slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
+        intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
+        data = pixels.astype(np.float32) * slope + intercept
+        spacing = [float(v) for v in getattr(ds, "PixelSpacing", [1.0, 1.0])]
+        meta = {"path": path, "modality": str(getattr(ds, "Modality", "")), "patient_id": str(getattr(ds, "PatientID", "")),
+                "series_uid": str(getattr(ds, "SeriesInstanceUID", "")), "sop_uid": str(getattr(ds, "SOPInstanceUID", "")),
+                "sop_class_uid": str(getattr(ds, "SOPClassUID", "")),
+                "spacing_between_slices": float(getattr(ds, "SpacingBetweenSlices", 0) or 0), "pixel_spacing": spacing,
+                "slice_thickness": float(getattr(ds, "SliceThickness", 0) or 0),
+                "position": [float(v) for v in getattr(ds, "ImagePositionPatient", [0, 0, 0])],
+                "orientation": [float(v) for v in getattr(ds, "ImageOrientationPatient", [1, 0, 0, 0, 1, 0])],
+                "instance": int(getattr(ds, "InstanceNumber", 0) or 0), "rescale": (slope, intercept)}
+    except Exception as e:
+        raise ValueError(f"{path}: unreadable DICOM header ({_reason(e)})") from None
     return data, meta
 
 
