@@ -271,6 +271,30 @@ def test_readers_take_pathlib_and_name_the_folder(tmp_path):
         assert "got a folder" in one_line(e)
 
 
+def test_dicom_with_a_damaged_header_element_is_a_value_error(tmp_path):
+    """The garbage campaign's find: pydicom parses elements lazily, so an unknown VR raised
+    NotImplementedError while read_dicom gathered the metadata."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(tmp_path / "a.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.Modality, ds.Rows, ds.Columns, ds.BitsAllocated, ds.BitsStored, ds.HighBit = "CT", 4, 4, 16, 16, 15
+    ds.PixelRepresentation, ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, 1, "MONOCHROME2"
+    ds.PixelData = np.zeros((4, 4), np.int16).tobytes()
+    ds.is_little_endian, ds.is_implicit_VR = True, False
+    ds.save_as(str(tmp_path / "a.dcm"), write_like_original=False)
+    data = (tmp_path / "a.dcm").read_bytes()
+    assert data.count(b"\x08\x00\x60\x00CS") == 1
+    (tmp_path / "a.dcm").write_bytes(data.replace(b"\x08\x00\x60\x00CS", b"\x08\x00\x60\x00CR"))
+    with pytest.raises(ValueError) as e:
+        osteonet.io.read_dicom(tmp_path / "a.dcm")
+    assert "a.dcm: unreadable DICOM" in one_line(e)
+
+
 # ------------------------------------------------------------------------- every attention trains at batch 1
 
 
