@@ -661,7 +661,7 @@ def save_ovf_checkpoints(folder: Union[str, os.PathLike], result: TwoStageResult
                 "center_fraction": float(center_fraction), "min_slices": int(min_slices),
                 "window_center": float(window[0]), "window_width": float(window[1]), "threshold": float(threshold)}
         state = {"osteonet_checkpoint": CHECKPOINT_VERSION, "writer": "python", "epoch": len(result.history.get(name, [])),
-                 "model": {k: v.detach().cpu() for k, v in agg.state_dict().items()}, "schedule": {}, "extra": {},
+                 "model": {k: v.detach().cpu().contiguous() for k, v in agg.state_dict().items()}, "schedule": {}, "extra": {},
                  "history": [{k: float(v) for k, v in r.items()} for r in result.history.get(name, [])], "ovf": card}
         paths[name] = os.path.join(folder, f"{name}.pt")
         write_bytes(paths[name], serialize_checkpoint(state, card_key="ovf"))

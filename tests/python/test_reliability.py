@@ -98,6 +98,21 @@ def test_stripped_checksums_renamed_tensor_and_card(tmp_path):
         load_checkpoint(tmp_path / "card3.pt")
 
 
+def test_a_view_larger_than_its_storage_is_refused_before_hashing(tmp_path):
+    """The checkpoint campaign's hang: a damaged size or stride makes a 17 KB file claim 10^10 values."""
+    import time
+
+    save_checkpoint(tmp_path / "ck.pt", torch.nn.Linear(2, 2))
+    raw = torch.load(tmp_path / "ck.pt")
+    raw["model"]["bias"] = torch.zeros(1).expand(10**10)
+    torch.save(raw, tmp_path / "huge.pt")
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError) as e:
+        load_checkpoint(tmp_path / "huge.pt", torch.nn.Linear(2, 2))
+    assert "tensor 'bias' claims 10000000000 values of 4 bytes but its storage holds 4 bytes" in one_line(e)
+    assert time.perf_counter() - t0 < 10
+
+
 def test_format_1_and_plain_state_dicts_load_with_a_note(tmp_path):
     a = _model()
     save_checkpoint(tmp_path / "ck.pt", a)

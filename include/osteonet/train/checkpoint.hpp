@@ -202,6 +202,13 @@ inline void verify_checksums(const std::string& where, const std::map<std::strin
     const auto it = checksums.find(kv.first);
     OSTEONET_CHECK(it != checksums.end(), where, ": corrupted, tensor '", kv.first,
                    "' has no checksum (a renamed or added tensor); nothing was loaded");
+    // Writers store whole tensors: a view claiming more values than its storage holds (a damaged size
+    // or a zero stride) would make hashing it materialise gigabytes from a small file.
+    const auto& t = kv.second;
+    const int64_t stored = t.defined() && t.has_storage() ? static_cast<int64_t>(t.storage().nbytes()) : 0;
+    OSTEONET_CHECK(t.numel() * static_cast<int64_t>(t.element_size()) <= stored, where, ": corrupted, tensor '",
+                   kv.first, "' claims ", t.numel(), " values of ", t.element_size(), " bytes but its storage holds ",
+                   stored, " bytes; nothing was loaded");
     const auto got = tensor_sha256(kv.second);
     OSTEONET_CHECK(got == it->second, where, ": corrupted, tensor '", kv.first, "' does not match its SHA-256 (stored ",
                    detail::short_hex(it->second), ", computed ", detail::short_hex(got), "); nothing was loaded");
@@ -285,11 +292,12 @@ inline c10::impl::GenericDict read_checkpoint(const std::string& path) {
   return parse_checkpoint(path, read_checkpoint_bytes(path));
 }
 
-/// Parameters and buffers by qualified name.
+/// Parameters and buffers by qualified name (whole, contiguous tensors: verify_checksums refuses a view
+/// larger than its storage).
 inline c10::impl::GenericDict module_state(const torch::nn::Module& m) {
   c10::impl::GenericDict d(c10::StringType::get(), c10::TensorType::get());
-  for (const auto& kv : m.named_parameters(true)) d.insert(kv.key(), kv.value().detach());
-  for (const auto& kv : m.named_buffers(true)) d.insert(kv.key(), kv.value().detach());
+  for (const auto& kv : m.named_parameters(true)) d.insert(kv.key(), kv.value().detach().contiguous());
+  for (const auto& kv : m.named_buffers(true)) d.insert(kv.key(), kv.value().detach().contiguous());
   return d;
 }
 

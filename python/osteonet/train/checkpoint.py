@@ -132,7 +132,7 @@ def save_checkpoint(path: str, model: torch.nn.Module, optimizer: Optional[torch
         "osteonet_checkpoint": CHECKPOINT_VERSION,
         "writer": "python",
         "epoch": int(epoch),
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},  # whole tensors
         "schedule": dict(schedule.state_dict()) if schedule is not None else {},
         "rng": rng_state(generators),
         "extra": {k: float(v) for k, v in (extra or {}).items()},
