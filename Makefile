@@ -17,18 +17,18 @@ DEB_PACKAGES := build-essential cmake ninja-build libtorch-dev python3-torch pyt
   pybind11-dev python3-pybind11 libxtensor-dev libeigen3-dev doctest-dev libopenblas0-pthread \
   python3-dev python3-venv python3-pip python3-setuptools python3-wheel python3-numpy python3-pytest \
   python3-sklearn python3-scipy python3-statsmodels python3-pil python3-matplotlib python3-tqdm \
-  python3-pydicom python3-nibabel python3-onnx python3-opencv dcmtk dicom3tools chromium npm python3-skimage
+  python3-pydicom python3-nibabel python3-onnx python3-opencv dcmtk dicom3tools chromium npm python3-skimage python3-hypothesis
 
 SOURCES := $(shell find include bindings python -type f \( -name '*.hpp' -o -name '*.cpp' -o -name '*.py' -o -name '*.pyi' \) 2>/dev/null) setup.py pyproject.toml
 
-.PHONY: demo test setup deps venv install weights cpp test-cpp test-consumption test-python test-libtorch2 bench clean
+.PHONY: demo test setup deps venv install weights cpp test-cpp test-consumption test-python test-libtorch2 test-fuzz fuzz test-asan bench clean
 
 # The main job: reproduce the papers' tables on the built-in data (quick presets, CPU): DSNet's
 # Tables 1 and 2, seed 002's Table 1, seed 003's BMD and seed 004's hip results, in out/<paper>/.
 demo: install weights
 	$(PY) -m osteonet.cli reproduce all --preset quick --out out
 
-test: test-cpp test-consumption test-libtorch2 test-python
+test: test-cpp test-consumption test-libtorch2 test-python test-fuzz
 
 setup: install cpp
 
@@ -79,6 +79,35 @@ test-libtorch2: $(STAMPS)/deps
 
 test-python: install weights
 	$(PY) -m pytest -q tests/python
+
+# Issue 17's fuzz suite (docs/reliability.md). The short run in `make test`: Hypothesis properties with the
+# "ci" profile and 150 mutated checkpoints + 150 garbage files (about a minute); exit status 1 on any silent
+# accept, crash, hang, long message or unclean error.
+FUZZ_OUT := $(BUILD)/fuzz
+test-fuzz: install
+	OSTEONET_HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q -p no:cacheprovider tests/fuzz
+	$(PY) tests/fuzz/campaign.py checkpoints --n 150 --out $(FUZZ_OUT)/checkpoints.json
+	$(PY) tests/fuzz/campaign.py garbage --n 150 --out $(FUZZ_OUT)/garbage.json
+
+# The long run, by hand before a release (hours on 2 cores): 10,000 of each, figures into tests/fuzz/results.
+fuzz: install
+	OSTEONET_HYPOTHESIS_PROFILE=long $(PY) -m pytest -q -p no:cacheprovider tests/fuzz
+	$(PY) tests/fuzz/campaign.py checkpoints --n 10000 --out tests/fuzz/results/checkpoints.json
+	$(PY) tests/fuzz/campaign.py garbage --n 10000 --out tests/fuzz/results/garbage.json
+
+# libFuzzer + AddressSanitizer + UndefinedBehaviorSanitizer on the C++ checkpoint reader (parse_checkpoint),
+# seeded with a valid checkpoint; ASAN_SECONDS of fuzzing (by hand; not in `make test`, see docs/reliability.md).
+ASAN_SECONDS ?= 300
+ASAN_BUILD := $(BUILD)/asan
+test-asan: install
+	@command -v clang++ >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang; }
+	@mkdir -p $(ASAN_BUILD)/corpus $(ASAN_BUILD)/crashes
+	$(PY) -c "import torch, osteonet.train as t; torch.manual_seed(0); t.save_checkpoint('$(ASAN_BUILD)/corpus/seed.pt', torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3)), epoch=1)"
+	clang++ -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	  -Iinclude -isystem /usr/include/torch/csrc/api/include tests/fuzz/cpp/fuzz_checkpoint.cpp \
+	  -o $(ASAN_BUILD)/fuzz_checkpoint -ltorch -ltorch_cpu -lc10
+	set -o pipefail; ASAN_OPTIONS=detect_leaks=0 $(ASAN_BUILD)/fuzz_checkpoint -max_total_time=$(ASAN_SECONDS) -rss_limit_mb=4096 \
+	  -artifact_prefix=$(ASAN_BUILD)/crashes/ $(ASAN_BUILD)/corpus 2>&1 | tail -n 25
 
 bench: install cpp
 	$(PY) -m osteonet.cli bench --out out/bench

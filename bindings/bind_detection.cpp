@@ -13,15 +13,19 @@ namespace osteonet::bindings {
 
 namespace {
 
-std::vector<det::Target> to_targets(const py::list& targets, const std::string& where) {
+std::vector<det::Target> to_targets(const py::object& targets, const std::string& where) {
+  OSTEONET_CHECK_TYPE(py::isinstance<py::list>(targets) || py::isinstance<py::tuple>(targets), where,
+                      ": targets must be a list of dicts (one per image), got ",
+                      py::str(py::type::handle_of(targets).attr("__name__")).cast<std::string>());
   std::vector<det::Target> out;
   size_t i = 0;
-  for (const auto& t : targets) {
+  for (const auto& t : py::reinterpret_borrow<py::sequence>(targets)) {
     OSTEONET_CHECK_TYPE(py::isinstance<py::dict>(t), where, ": target ", i, " must be a dict with 'boxes' and 'labels'");
     auto d = t.cast<py::dict>();
     OSTEONET_CHECK(d.contains("boxes") && d.contains("labels"), where, ": target ", i,
                    " must have keys 'boxes' and 'labels'");
-    out.push_back({d["boxes"].cast<torch::Tensor>(), d["labels"].cast<torch::Tensor>()});
+    const std::string at = "target " + std::to_string(i);
+    out.push_back({tensor_arg(d["boxes"], where, at + " boxes (K x 4)"), tensor_arg(d["labels"], where, at + " labels (K)")});
     ++i;
   }
   return out;
@@ -71,10 +75,11 @@ void bind_detection(py::module_& m) {
   py::class_<det::FasterRCNNImpl, torch::nn::Module, std::shared_ptr<det::FasterRCNNImpl>>(
       m, "Detector", "A C++ osteonet Faster R-CNN.", py::module_local(), py::multiple_inheritance())
       .def("forward",
-           [](det::FasterRCNNImpl& self, const std::vector<torch::Tensor>& images, const py::object& targets) {
+           [](det::FasterRCNNImpl& self, const py::object& image_list, const py::object& targets) {
+             const auto images = tensor_list_arg(image_list, self.name(), "images");
              std::vector<det::Target> t;
              const bool has_t = !targets.is_none();
-             if (has_t) t = to_targets(targets.cast<py::list>(), self.name());
+             if (has_t) t = to_targets(targets, self.name());
              det::DetectorOutput out;
              {
                py::gil_scoped_release release;

@@ -65,7 +65,18 @@ void bind_train(py::module_& parent) {
     }
     return out;
   }, py::arg("path"));
+  m.def("tensor_sha256", &ot::tensor_sha256, py::arg("tensor"));
+  m.def("state_checksums", [](const std::map<std::string, torch::Tensor>& state) {
+    py::gil_scoped_release release;
+    return ot::state_checksums(state);
+  }, py::arg("state"));
+  m.def("verify_checksums", [](const std::string& where, const std::map<std::string, torch::Tensor>& state,
+                               const std::map<std::string, std::string>& checksums) {
+    py::gil_scoped_release release;
+    ot::verify_checksums(where, state, checksums);
+  }, py::arg("where"), py::arg("state"), py::arg("checksums"));
   m.attr("CHECKPOINT_VERSION") = ot::kCheckpointVersion;
+  m.attr("FIRST_VERIFIED_VERSION") = ot::kFirstVerifiedVersion;
 }
 
 }  // namespace osteonet::bindings

@@ -12,10 +12,11 @@ namespace osteonet::bindings {
 
 namespace py = pybind11;
 
-/// The first line of a message (LibTorch messages may carry context lines and backtraces).
+/// The first line of a message (LibTorch messages may carry context lines and backtraces), at most
+/// 1,000 characters (a long value echoed in it is cut with "...").
 inline std::string first_line(const std::string& s) {
   auto pos = s.find('\n');
-  return pos == std::string::npos ? s : s.substr(0, pos);
+  return shorten(pos == std::string::npos ? s : s.substr(0, pos), 1000);
 }
 
 /// Maps osteonet's and LibTorch's C++ exceptions to Python exceptions with one-line messages.
@@ -24,9 +25,9 @@ inline void register_error_translation() {
     try {
       if (p) std::rethrow_exception(p);
     } catch (const osteonet::TypeError& e) {
-      PyErr_SetString(PyExc_TypeError, e.what());
+      PyErr_SetString(PyExc_TypeError, first_line(e.what()).c_str());
     } catch (const osteonet::ValueError& e) {
-      PyErr_SetString(PyExc_ValueError, e.what());
+      PyErr_SetString(PyExc_ValueError, first_line(e.what()).c_str());
     } catch (const c10::TypeError& e) {
       PyErr_SetString(PyExc_TypeError, first_line(e.what_without_backtrace()).c_str());
     } catch (const c10::ValueError& e) {
@@ -35,8 +36,31 @@ inline void register_error_translation() {
       PyErr_SetString(PyExc_IndexError, first_line(e.what_without_backtrace()).c_str());
     } catch (const c10::Error& e) {
       PyErr_SetString(PyExc_RuntimeError, first_line(e.what_without_backtrace()).c_str());
+    } catch (const py::cast_error& e) {
+      // pybind's own text names no argument and advertises a debug macro: say what kind of value failed.
+      PyErr_SetString(PyExc_TypeError,
+                      "a value has the wrong type for this osteonet function (expected a tensor, a number, a string "
+                      "or a list/dict of them as documented; nested Python lists are not tensors)");
     }
   });
+}
+
+/// `v` as a tensor, or TypeError "<where>: <what> must be a torch.Tensor, got <type>" (a list of boxes is
+/// not converted silently: its shape and dtype would be guesses).
+inline torch::Tensor tensor_arg(const py::handle& v, const std::string& where, const std::string& what) {
+  OSTEONET_CHECK_TYPE(THPVariable_Check(v.ptr()), where, ": ", what, " must be a torch.Tensor, got ",
+                      py::str(py::type::handle_of(v).attr("__name__")).cast<std::string>());
+  return v.cast<torch::Tensor>();
+}
+
+/// A list or tuple of tensors (TypeError naming the item that is not one).
+inline std::vector<torch::Tensor> tensor_list_arg(const py::handle& v, const std::string& where, const std::string& what) {
+  OSTEONET_CHECK_TYPE(py::isinstance<py::list>(v) || py::isinstance<py::tuple>(v), where, ": ", what,
+                      " must be a list of tensors, got ", py::str(py::type::handle_of(v).attr("__name__")).cast<std::string>());
+  std::vector<torch::Tensor> out;
+  std::size_t i = 0;
+  for (const auto& item : py::reinterpret_borrow<py::sequence>(v)) out.push_back(tensor_arg(item, where, what + "[" + std::to_string(i++) + "]"));
+  return out;
 }
 
 /// Python keyword arguments -> OptionMap (bool, int, float, str values).

@@ -1,6 +1,6 @@
 """The `osteonet` command line. Each command group registers its own sub-command (``COMMANDS``; adding one
 is one line there): synth; train, evaluate, predict and check-data (osteonet.tasks); reproduce
-(osteonet.reproduce); bench; screen (osteonet.screen); weights (osteonet.weights). Every run writes into its --out folder; long work shows progress; an
+(osteonet.reproduce); bench; screen (osteonet.screen); weights (osteonet.weights); verify (checkpoint checksums). Every run writes into its --out folder; long work shows progress; an
 error is one line on stderr and exit status 2."""
 
 from __future__ import annotations
@@ -64,9 +64,31 @@ def register_screen(sub) -> None:
     screen_cli.add_parser(sub)
 
 
+def _cmd_verify(a) -> int:
+    from .train import verify_file
+
+    status = 0
+    for path in a.files:
+        r = verify_file(path)  # a corrupted file raises ValueError: one line, exit status 2
+        if r["verified"]:
+            print(f"{r['path']}: OK, {r['tensors']} tensors match their SHA-256 ({r['what']})")
+        else:
+            print(f"{r['path']}: UNVERIFIED, {r['tensors']} tensors, {r['what']}: nothing to check them against")
+            status = 1
+    return status
+
+
+def register_verify(sub) -> None:
+    v = sub.add_parser("verify", help="check weight files against their SHA-256 checksums (exit 0 verified, "
+                                      "1 unverifiable, 2 corrupted)")
+    v.add_argument("files", nargs="+", metavar="FILE", help="osteonet checkpoints or state dicts (.pt)")
+    v.set_defaults(fn=_cmd_verify)
+
+
 #: every sub-command, each registering its own parser
 COMMANDS = (register_synth, register_train, register_evaluate, register_predict, register_check_data,
-            register_reproduce, register_bench, register_screen, register_weights)
+            register_reproduce, register_bench, register_screen, register_weights,
+            register_verify)
 
 
 def build_parser() -> argparse.ArgumentParser:

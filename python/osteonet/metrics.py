@@ -50,15 +50,17 @@ def _tensor(x: Any, name: str) -> torch.Tensor:
         raise ValueError(f"metrics: {name} must be array-like, got {type(x).__name__} ({e})") from None
     if arr.dtype == object:
         raise ValueError(f"metrics: {name} must be a numeric array, got dtype=object")
-    if arr.dtype.kind == "b":
-        return torch.from_numpy(np.ascontiguousarray(arr))
-    if arr.dtype.kind in "iu":
-        if arr.dtype == np.uint8:
-            return torch.from_numpy(np.ascontiguousarray(arr))
-        return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.int64))
-    if arr.dtype.kind == "f":
-        return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float64))
-    raise TypeError(f"metrics: {name} must be numeric, got dtype={arr.dtype}")
+    if arr.dtype.kind == "b" or arr.dtype == np.uint8:
+        dtype = arr.dtype
+    elif arr.dtype.kind in "iu":
+        dtype = np.int64
+    elif arr.dtype.kind == "f":
+        dtype = np.float64
+    else:
+        raise TypeError(f"metrics: {name} must be numeric, got dtype={arr.dtype}")
+    # np.ascontiguousarray makes a scalar 1-D; the reshape keeps it 0-D, so a scalar where a sequence is
+    # expected (accuracy(5, [1])) is refused by the shape checks instead of read as [5].
+    return torch.from_numpy(np.ascontiguousarray(arr, dtype=dtype).reshape(arr.shape))
 
 
 def _labels(x: Any, name: str) -> torch.Tensor:
@@ -383,7 +385,7 @@ def _det_result(r: dict) -> Dict[str, Any]:
 
 
 def detection_map(predictions, targets, method: str = "coco", iou_thresholds=None,
-                  max_detection_thresholds=(1, 10, 100)) -> Dict[str, Any]:
+                  max_detection_thresholds=None) -> Dict[str, Any]:
     """Mean average precision of boxes in torchvision's format (per image: dict boxes (N, 4) xyxy, scores,
     labels; targets: boxes, labels).
 
@@ -392,12 +394,18 @@ def detection_map(predictions, targets, method: str = "coco", iou_thresholds=Non
     classes, map_per_class, mar_100_per_class (-1 = undefined, e.g. a class without ground truth) and the raw
     ``precision`` (T, R, K, A, M) / ``recall`` (T, K, A, M) arrays.
     "voc": Pascal VOC all-point AP; "voc07": VOC2007 11-point AP (IoU 0.5 unless iou_thresholds is given).
+    IoU thresholds must lie in [0, 1]; ``max_detection_thresholds`` (COCO only, default (1, 10, 100)) must be
+    three increasing positive counts.
     """
     pb, ps, pl = _split(predictions, "predictions", True)
     tb, _, tl = _split(targets, "targets", False)
     thr = [] if iou_thresholds is None else [float(t) for t in iou_thresholds]
     if method == "coco":
-        return _det_result(_m.coco_evaluate(pb, ps, pl, tb, tl, thr, [int(x) for x in max_detection_thresholds]))
+        max_dets = (1, 10, 100) if max_detection_thresholds is None else max_detection_thresholds
+        return _det_result(_m.coco_evaluate(pb, ps, pl, tb, tl, thr, [int(x) for x in max_dets]))
+    if max_detection_thresholds is not None and method in ("voc", "voc07"):
+        raise ValueError(f"detection_map: max_detection_thresholds applies to method='coco' only, got method={method!r} "
+                         f"max_detection_thresholds={max_detection_thresholds!r}")
     if method in ("voc", "voc07"):
         return _det_result(_m.voc_evaluate(pb, ps, pl, tb, tl, method, thr))
     raise ValueError(f"detection_map: method must be 'coco', 'voc' or 'voc07', got method={method!r}")

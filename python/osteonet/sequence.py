@@ -643,10 +643,9 @@ def save_ovf_checkpoints(folder: Union[str, os.PathLike], result: TwoStageResult
     fine-tuned encoder FC layers and everything :func:`load_ovf_checkpoint` needs to rebuild the
     pipeline (pixel mean, image size, centre fraction, HU window, threshold); it names the encoder
     checkpoint relative to its own folder. Returns name -> path."""
-    import io as _io
-
     from .io import write_bytes
     from .train import CHECKPOINT_VERSION, save_checkpoint
+    from .train.checkpoint import serialize_checkpoint
 
     folder = os.fspath(folder)
     os.makedirs(folder, exist_ok=True)
@@ -662,12 +661,10 @@ def save_ovf_checkpoints(folder: Union[str, os.PathLike], result: TwoStageResult
                 "center_fraction": float(center_fraction), "min_slices": int(min_slices),
                 "window_center": float(window[0]), "window_width": float(window[1]), "threshold": float(threshold)}
         state = {"osteonet_checkpoint": CHECKPOINT_VERSION, "writer": "python", "epoch": len(result.history.get(name, [])),
-                 "model": {k: v.detach().cpu() for k, v in agg.state_dict().items()}, "schedule": {}, "extra": {},
+                 "model": {k: v.detach().cpu().contiguous() for k, v in agg.state_dict().items()}, "schedule": {}, "extra": {},
                  "history": [{k: float(v) for k, v in r.items()} for r in result.history.get(name, [])], "ovf": card}
-        buf = _io.BytesIO()
-        torch.save(state, buf)
         paths[name] = os.path.join(folder, f"{name}.pt")
-        write_bytes(paths[name], buf.getvalue())
+        write_bytes(paths[name], serialize_checkpoint(state, card_key="ovf"))
     return paths
 
 

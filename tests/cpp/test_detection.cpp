@@ -5,6 +5,8 @@
 
 #include <osteonet/detection/faster_rcnn.hpp>
 
+#include <cmath>
+
 namespace det = osteonet::detection;
 
 TEST_CASE("nms keeps the best of overlapping boxes, in score order") {
@@ -107,6 +109,30 @@ TEST_CASE("Faster R-CNN: torchvision's parameter names, eval detections and trai
   targets[1].boxes = torch::tensor({5.f, 5.f, 5.f, 70.f}).view({1, 4});
   CHECK_THROWS_WITH_AS(model->forward(images, &targets),
                        doctest::Contains("target 1, box 0"), osteonet::ValueError);
+  // Integer pixels have no agreed scale, bool labels no class: both refused (issue 17).
+  targets[1].boxes = torch::tensor({5.f, 5.f, 40.f, 70.f}).view({1, 4});
+  targets[0].labels = torch::tensor({true});
+  CHECK_THROWS_WITH_AS(model->forward(images, &targets), doctest::Contains("labels must be integers"), osteonet::TypeError);
+  model->eval();
+  CHECK_THROWS_WITH_AS(model->forward({torch::zeros({3, 64, 64}, torch::kUInt8)}),
+                       doctest::Contains("images must be floating point"), osteonet::TypeError);
+}
+
+TEST_CASE("every attention trains inside a detector at one image per batch") {
+  for (const char* attn : {"se", "eca", "sk", "ds"}) {
+    CAPTURE(attn);
+    torch::manual_seed(0);
+    auto model = osteonet::core::create<det::FasterRCNNImpl>(
+        "fasterrcnn", osteonet::OptionMap({{"backbone", std::string("resnet18")}, {"attention", std::string(attn)},
+                                           {"num_classes", int64_t{3}}, {"min_size", int64_t{64}},
+                                           {"max_size", int64_t{64}}}));
+    model->train();
+    std::vector<det::Target> t{{torch::tensor({8.f, 8.f, 40.f, 40.f}).view({1, 4}), torch::tensor({1}, torch::kLong)}};
+    torch::Tensor total = torch::zeros({});
+    for (auto& kv : model->forward({torch::rand({3, 64, 64})}, &t).losses) total = total + kv.second;
+    CHECK(std::isfinite(total.item<double>()));
+    total.backward();
+  }
 }
 
 TEST_CASE("DSNet detectors build on every supported backbone") {

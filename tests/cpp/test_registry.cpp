@@ -63,6 +63,25 @@ TEST_CASE("registry: unknown names and unused options raise with the nearest val
   CHECK_THROWS_AS(osteonet::train::make_schedule("cosin"), osteonet::ValueError);
   CHECK_THROWS_AS(osteonet::sequence::create_aggregator("lstn"), osteonet::ValueError);
   CHECK(osteonet::attention::attention_names() == std::vector<std::string>{"none", "se", "eca", "sk", "ds"});
+  // A 5,000-character name is cut in the message.
+  const auto long_name = what([] { oc::models().create(std::string(5000, 'x'), {}); });
+  CHECK(long_name.find(std::string(80, 'x') + "... (5000 characters)") != std::string::npos);
+  CHECK(long_name.size() < 1000);
+}
+
+TEST_CASE("registry: size and probability options outside their documented bounds are refused before building") {
+  using osteonet::OptionMap;
+  CHECK(what([] { oc::models().create("mobilenet_v2", OptionMap({{"width_mult", 1e6}})); })
+            .find("option 'width_mult' must be in (0, 4], got width_mult=1e+06") != std::string::npos);
+  CHECK(what([] { oc::models().create("vgg16", OptionMap({{"dropout", std::nan("")}})); })
+            .find("option 'dropout' must be in [0, 1)") != std::string::npos);
+  CHECK(what([] { oc::models().create("vgg16", OptionMap({{"dropout", -1.0}})); })
+            .find("option 'dropout' must be in [0, 1)") != std::string::npos);
+  CHECK(what([] { oc::models().create("resnet18", OptionMap({{"num_classes", int64_t{1000000000}}})); })
+            .find("num_classes") != std::string::npos);
+  CHECK(what([] { oc::models().create("fasterrcnn", OptionMap({{"box_nms_thresh", 1.5}})); })
+            .find("box_nms_thresh") != std::string::npos);
+  CHECK_NOTHROW(oc::models().create("mobilenet_v2", OptionMap({{"width_mult", 4.0}, {"num_classes", int64_t{2}}})));
 }
 
 TEST_CASE("registry: option defaults come from the Options structs") {

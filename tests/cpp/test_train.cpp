@@ -8,6 +8,7 @@
 #include <osteonet/train/batchnorm.hpp>
 #include <osteonet/train/early_stopping.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <dirent.h>
 #include <fstream>
@@ -132,6 +133,89 @@ TEST_CASE("checkpoint: round trip of model, SGD momentum, schedule and RNG; erro
   CHECK(ot::load_checkpoint(path, b.get(), nullptr, nullptr).epoch == 7);
   ot::save_checkpoint(path, *a, opt.get(), &s, 8);
   CHECK(ot::load_checkpoint(path, b.get(), nullptr, nullptr).epoch == 8);
+}
+
+TEST_CASE("sha256: FIPS 180-4 test vectors, any split of the input") {
+  CHECK(osteonet::sha256_hex("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  CHECK(osteonet::sha256_hex("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  const std::string two_blocks = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";  // 56 bytes: padding spills
+  CHECK(osteonet::sha256_hex(two_blocks) == "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  const std::string million(1000000, 'a');
+  osteonet::Sha256 h;
+  for (std::size_t i = 0; i < million.size(); i += 999) h.update(million.data() + i, std::min<std::size_t>(999, million.size() - i));
+  CHECK(h.hex() == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+
+TEST_CASE("checkpoint integrity: a flipped byte in a stored tensor is refused and the model untouched") {
+  const auto dir = temp_dir();
+  const auto path = dir + "/ck.pt";
+  auto a = torch::nn::Linear(4, 2);
+  {
+    torch::NoGradGuard g;
+    a->weight.fill_(1234.5678f);
+  }
+  ot::save_checkpoint(path, *a, nullptr, nullptr, 3);
+  const auto d = ot::read_checkpoint(path);
+  REQUIRE(d.contains("checksums"));
+  CHECK(d.at("checksums").toGenericDict().at("model").toGenericDict().at("weight").toStringRef() ==
+        ot::tensor_sha256(a->weight));
+
+  std::ifstream in(path, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const float v = 1234.5678f;
+  const auto at = bytes.find(std::string(reinterpret_cast<const char*>(&v), 4));
+  REQUIRE(at != std::string::npos);
+  bytes[at + 1] ^= 0x10;  // one bit of the weight's payload: the zip archive stays valid
+  ot::atomic_write(dir + "/flipped.pt", bytes);
+  auto b = torch::nn::Linear(4, 2);
+  const auto before = b->weight.clone();
+  CHECK_THROWS_WITH_AS(ot::load_checkpoint(dir + "/flipped.pt", b.get(), nullptr, nullptr),
+                       doctest::Contains("flipped.pt: corrupted, tensor 'weight' does not match its SHA-256"),
+                       osteonet::ValueError);
+  CHECK(b->weight.equal(before));
+
+  // A format-2 checkpoint without checksums (stripped) is refused; format 1 (before checksums) loads.
+  auto strip = [&](int64_t version) {
+    auto e = d.copy();
+    CHECK(e.erase("checksums") == 1);
+    e.insert_or_assign("osteonet_checkpoint", version);
+    const auto out = torch::pickle_save(e);
+    ot::atomic_write(dir + "/v" + std::to_string(version) + ".pt", out.data(), out.size());
+    return dir + "/v" + std::to_string(version) + ".pt";
+  };
+  CHECK_THROWS_WITH_AS(ot::load_checkpoint(strip(2), b.get(), nullptr, nullptr),
+                       doctest::Contains("requires checksums and none are stored"), osteonet::ValueError);
+  CHECK(ot::load_checkpoint(strip(1), b.get(), nullptr, nullptr, false).epoch == 3);
+  CHECK(b->weight.equal(a->weight));
+
+  // A tensor renamed in the pickle has no checksum.
+  auto renamed = d.copy();
+  auto model = renamed.at("model").toGenericDict().copy();
+  model.insert("weight2", model.at("weight"));
+  CHECK(model.erase("weight") == 1);
+  renamed.insert_or_assign("model", model);
+  const auto out = torch::pickle_save(renamed);
+  ot::atomic_write(dir + "/renamed.pt", out.data(), out.size());
+  CHECK_THROWS_WITH_AS(ot::read_checkpoint(dir + "/renamed.pt"), doctest::Contains("tensor 'weight2' has no checksum"),
+                       osteonet::ValueError);
+}
+
+TEST_CASE("atomic_write: the next write of a file removes the temporaries a killed writer left beside it") {
+  const auto dir = temp_dir();
+  const auto path = dir + "/ck.pt";
+  for (const char* stale : {"/.ck.pt.Ab12Cd.tmp", "/.ck.pt.x_9y8z7w.tmp.pt"}) std::ofstream(dir + stale) << "half";
+  std::ofstream(dir + "/.other.pt.Ab12Cd.tmp") << "another file's";
+  ot::atomic_write(path, std::string("whole"));
+  std::vector<std::string> left;
+  DIR* d = ::opendir(dir.c_str());
+  REQUIRE(d != nullptr);
+  while (auto* e = ::readdir(d)) {
+    const std::string n = e->d_name;
+    if (n != "." && n != "..") left.push_back(n);
+  }
+  ::closedir(d);
+  std::sort(left.begin(), left.end());
+  CHECK(left == std::vector<std::string>{".other.pt.Ab12Cd.tmp", "ck.pt"});
 }
 
 TEST_CASE("early stopping: best value, patience, state round trip; errors") {

@@ -1,6 +1,7 @@
 // Selective Kernel convolution (Li et al., "Selective Kernel Networks", CVPR 2019), as published:
 // M = 2 paths (3×3 and 3×3 dilated by 2, the "5×5"), grouped convs G = 32, d = max(C / r, L) with
 // r = 16 and L = 32, softmax across the paths. It replaces a 3×3 convolution (and may take a stride).
+// At a training batch of one the pooled descriptor's BatchNorm uses its running statistics (pooled_norm).
 #pragma once
 
 #include <torch/torch.h>
@@ -75,7 +76,7 @@ class SelectiveKernelImpl : public torch::nn::Cloneable<SelectiveKernelImpl>,
     auto u = outs[0];
     for (size_t i = 1; i < outs.size(); ++i) u = u + outs[i];                  // N C H W
     auto s = torch::adaptive_avg_pool2d(u, {1, 1});                            // N C 1 1
-    auto a = core::call(fc_select, torch::relu(core::call(bn, core::call(fc_reduce, s))));  // N (M C) 1 1
+    auto a = core::call(fc_select, torch::relu(pooled_norm(core::call(fc_reduce, s))));  // N (M C) 1 1
     a = a.view({-1, static_cast<int64_t>(outs.size()), out_channels}).softmax(1);          // N M C
     torch::Tensor out;
     for (size_t i = 0; i < outs.size(); ++i) {
@@ -86,6 +87,19 @@ class SelectiveKernelImpl : public torch::nn::Cloneable<SelectiveKernelImpl>,
   }
 
   std::vector<std::string> walked_children() const override { return {"paths"}; }
+
+  /// The norm of the pooled descriptor. A training batch of one has one value per channel, no batch
+  /// statistics (BatchNorm raises "Expected more than 1 value per channel"): detectors train at one image
+  /// per batch, so there the norm uses its running statistics (as in eval, not updated), for that call only.
+  torch::Tensor pooled_norm(const torch::Tensor& z) {
+    if (!(is_training() && z.size(0) == 1)) return core::call(bn, z);
+    bn->eval();
+    struct Restore {
+      torch::nn::BatchNorm2d& m;
+      ~Restore() { m->train(); }
+    } restore{bn};
+    return core::call(bn, z);
+  }
 
   SelectiveKernelOptions options;
   int64_t out_channels = 0;

@@ -47,6 +47,11 @@ inline std::size_t edit_distance(const std::string& a, const std::string& b) {
 
 }  // namespace detail
 
+/// `s` cut to `max` characters with "..." (a long offending value in a message stays one readable line).
+inline std::string shorten(const std::string& s, std::size_t max = 80) {
+  return s.size() <= max ? s : s.substr(0, max) + "... (" + std::to_string(s.size()) + " characters)";
+}
+
 /// The candidate closest to `name` by edit distance (empty when there are none).
 inline std::string nearest_name(const std::string& name, const std::vector<std::string>& candidates) {
   std::string best;
@@ -66,7 +71,7 @@ inline std::string nearest_name(const std::string& name, const std::vector<std::
                                             const std::string& name,
                                             const std::vector<std::string>& valid) {
   std::ostringstream os;
-  os << where << ": unknown " << what << " '" << name << "'";
+  os << where << ": unknown " << what << " '" << shorten(name) << "'";
   if (!valid.empty()) {
     os << "; did you mean '" << nearest_name(name, valid) << "'? (valid: ";
     for (std::size_t i = 0; i < valid.size(); ++i) os << (i ? ", " : "") << valid[i];

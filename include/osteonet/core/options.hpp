@@ -1,6 +1,7 @@
 // Model options by name: the run-time configuration the registry and the Python API pass around.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -14,6 +15,58 @@ namespace osteonet {
 
 /// A keyword option value (bool, integer, float or string), as Python passes it.
 using OptionValue = std::variant<bool, int64_t, double, std::string>;
+
+/// The documented range of a numeric option (docs/reliability.md lists them).
+struct OptionBound {
+  double lo, hi;
+  bool lo_open = false, hi_open = false;
+};
+
+/// The bounds of the size and probability options every builder shares, by keyword: a value outside
+/// is refused before anything is allocated (width_mult=1e6 would ask for gigabytes).
+inline const std::map<std::string, OptionBound>& option_bounds() {
+  static const std::map<std::string, OptionBound> bounds = [] {
+    std::map<std::string, OptionBound> b = {
+        {"num_classes", {0, 100000}},     {"in_chans", {1, 1024}},        {"width_mult", {0, 4, true, false}},
+        {"dropout", {0, 1, false, true}}, {"drop_rate", {0, 1, false, true}},
+        {"base_channels", {1, 1024}},     {"depth", {1, 8}},              {"embed_dim", {1, 65536}},
+        {"input_size", {1, 65536}},       {"hidden_size", {1, 65536}},    {"num_layers", {1, 64}},
+        {"channels", {1, 65536}},         {"out_channels", {0, 65536}},   {"stride", {1, 8}},
+        {"min_size", {1, 4096}},          {"max_size", {1, 8192}},        {"fpn_channels", {1, 4096}},
+        {"representation_size", {1, 65536}}, {"box_detections_per_img", {1, 100000}}};
+    for (const std::string prefix : {"", "attn_"}) {  // attention options, alone or inside a backbone's
+      b[prefix + "reduction"] = {1, 1024};
+      b[prefix + "groups"] = {1, 1024};
+      b[prefix + "min_channels"] = {1, 65536};
+      b[prefix + "kernel_size"] = {1, 31};
+      b[prefix + "fuse_dilation"] = {1, 16};
+    }
+    for (const char* k : {"rpn_pre_nms_top_n_train", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_train",
+                          "rpn_post_nms_top_n_test", "rpn_batch_size_per_image", "box_batch_size_per_image"})
+      b[k] = {1, 100000};
+    for (const char* k : {"rpn_nms_thresh", "rpn_fg_iou_thresh", "rpn_bg_iou_thresh", "rpn_positive_fraction",
+                          "rpn_score_thresh", "box_fg_iou_thresh", "box_bg_iou_thresh", "box_positive_fraction",
+                          "box_score_thresh", "box_nms_thresh"})
+      b[k] = {0, 1};
+    return b;
+  }();
+  return bounds;
+}
+
+namespace detail {
+inline std::string format_bound(const OptionBound& b) {
+  return str_cat(b.lo_open ? "(" : "[", b.lo, ", ", b.hi, b.hi_open ? ")" : "]");
+}
+/// Throws ValueError "option '<key>' must be in [lo, hi], got <key>=<v>" for a value outside option_bounds().
+inline void check_option_bound(const std::string& key, double v) {
+  const auto& bounds = option_bounds();
+  const auto it = bounds.find(key);
+  if (it == bounds.end()) return;
+  const auto& b = it->second;
+  const bool ok = std::isfinite(v) && (b.lo_open ? v > b.lo : v >= b.lo) && (b.hi_open ? v < b.hi : v <= b.hi);
+  OSTEONET_CHECK(ok, "option '", key, "' must be in ", format_bound(b), ", got ", key, "=", v);
+}
+}  // namespace detail
 
 /// Keyword options with typed, checked access. Every read is recorded so that options nobody
 /// read can be reported as unknown ("did you mean ...").
@@ -34,14 +87,22 @@ class OptionMap {
   int64_t get_int(const std::string& key, int64_t def) const {
     auto it = find(key, def);
     if (it == values_.end()) return def;
-    if (auto* i = std::get_if<int64_t>(&it->second)) return *i;
+    if (auto* i = std::get_if<int64_t>(&it->second)) {
+      detail::check_option_bound(key, static_cast<double>(*i));
+      return *i;
+    }
     throw TypeError(detail::str_cat("option '", key, "': expected an int, got ", type_name(it->second)));
   }
   double get_double(const std::string& key, double def) const {
     auto it = find(key, def);
     if (it == values_.end()) return def;
-    if (auto* d = std::get_if<double>(&it->second)) return *d;
-    if (auto* i = std::get_if<int64_t>(&it->second)) return static_cast<double>(*i);
+    const double* d = std::get_if<double>(&it->second);
+    const int64_t* i = std::get_if<int64_t>(&it->second);
+    if (d != nullptr || i != nullptr) {
+      const double v = d != nullptr ? *d : static_cast<double>(*i);
+      detail::check_option_bound(key, v);
+      return v;
+    }
     throw TypeError(detail::str_cat("option '", key, "': expected a float, got ", type_name(it->second)));
   }
   std::string get_string(const std::string& key, const std::string& def) const {

@@ -102,6 +102,9 @@ class FasterRCNNImpl : public torch::nn::Cloneable<FasterRCNNImpl>, public core:
     std::vector<std::array<int64_t, 2>> original;
     for (const auto& img : images) {
       OSTEONET_CHECK(img.dim() == 3, name_, ": expected images of shape C x H x W, got shape ", img.sizes());
+      // uint8 or int64 pixels would be normalised as if in [0, 1]: refuse them rather than guess a scale
+      OSTEONET_CHECK_TYPE(img.is_floating_point(), name_, ": images must be floating point (scaled to [0, 1]), got dtype=",
+                          img.dtype());
       original.push_back({img.size(-2), img.size(-1)});
     }
     std::vector<Target> t;
@@ -149,8 +152,8 @@ class FasterRCNNImpl : public torch::nn::Cloneable<FasterRCNNImpl>, public core:
       OSTEONET_CHECK(l.defined() && l.dim() == 1 && l.size(0) == b.size(0), name_, ": target ", i,
                      ": labels must be a K tensor matching ", b.size(0), " boxes, got shape ",
                      l.defined() ? l.sizes() : torch::IntArrayRef{});
-      OSTEONET_CHECK_TYPE(!l.is_floating_point(), name_, ": target ", i, ": labels must be integers, got dtype=",
-                          l.dtype());
+      OSTEONET_CHECK_TYPE(!l.is_floating_point() && !l.is_complex() && l.scalar_type() != torch::kBool, name_, ": target ", i,
+                          ": labels must be integers (int64), got dtype=", l.dtype());
       if (b.size(0) == 0) continue;
       auto bc = b.detach().to(torch::kCPU, torch::kDouble).contiguous();
       auto lc = l.detach().to(torch::kCPU, torch::kLong).contiguous();

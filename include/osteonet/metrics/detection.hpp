@@ -148,6 +148,14 @@ inline std::vector<int64_t> class_list(const std::vector<Boxes>& d, const std::v
 
 }  // namespace detail
 
+namespace detail {
+/// Every IoU threshold in [0, 1] (NaN refused too).
+inline void check_iou_thresholds(const std::vector<double>& thresholds) {
+  for (double t : thresholds)
+    OSTEONET_CHECK(t >= 0 && t <= 1, "detection_map: IoU thresholds must be in [0, 1], got iou_threshold=", t);
+}
+}  // namespace detail
+
 /// COCO evaluation of boxes, the algorithm of pycocotools' COCOeval (iouType "bbox"): per image and class,
 /// detections sorted by score (stable) and cut to max_dets.back(), greedy matching at each IoU threshold to the
 /// best still-unmatched ground truth with IoU ≥ threshold (non-ignored ground truth first), ground truth outside
@@ -161,8 +169,7 @@ inline DetectionResult coco_evaluate(const std::vector<BoxSet>& preds, const std
   OSTEONET_CHECK(max_dets.size() == 3 && max_dets[0] > 0 && max_dets[0] <= max_dets[1] && max_dets[1] <= max_dets[2],
                  "detection_map: max_dets must be three increasing positive counts, got ", max_dets.size(), " values");
   if (iou_thresholds.empty()) iou_thresholds = detail::linspace(0.5, 0.95, 10);
-  for (double t : iou_thresholds)
-    OSTEONET_CHECK(t >= 0 && t <= 1, "detection_map: IoU thresholds must be in [0, 1], got ", t);
+  detail::check_iou_thresholds(iou_thresholds);
   const auto rec_thrs = detail::linspace(0.0, 1.0, 101);
   const std::vector<std::pair<double, double>> areas = {{0, 1e10}, {0, 32.0 * 32}, {32.0 * 32, 96.0 * 96}, {96.0 * 96, 1e10}};
   const std::size_t I = targets.size(), T = iou_thresholds.size(), R = rec_thrs.size(), A = areas.size(), M = 3;
@@ -352,6 +359,7 @@ inline DetectionResult voc_evaluate(const std::vector<BoxSet>& preds, const std:
   detail::check_inputs(preds, targets, "detection_map");
   OSTEONET_CHECK(method == "voc" || method == "voc07", "detection_map: VOC method must be 'voc' or 'voc07', got '", method, "'");
   if (iou_thresholds.empty()) iou_thresholds = {0.5};
+  detail::check_iou_thresholds(iou_thresholds);
   const std::size_t I = targets.size(), T = iou_thresholds.size();
   const auto [dts, gts] = detail::to_box_lists(preds, targets);
   const auto classes = detail::class_list(dts, gts);
@@ -404,8 +412,9 @@ inline DetectionResult voc_evaluate(const std::vector<BoxSet>& preds, const std:
           double p = 0;
           for (std::size_t i = 0; i < rec.size(); ++i)
             if (rec[i] >= thr) p = std::max(p, prec[i]);
-          ap += p / 11.0;
+          ap += p;
         }
+        ap /= 11.0;  // the sum first: eleven precisions of 1 give exactly 1 (p / 11 summed gave 1 + 2e-16)
       } else {
         std::vector<double> mrec{0.0}, mpre{0.0};
         mrec.insert(mrec.end(), rec.begin(), rec.end());

@@ -29,7 +29,8 @@ inline void check_alpha(double alpha, const std::string& where) {
 /// proportion_confint "wilson" and "beta").
 inline std::pair<double, double> proportion_ci(double successes, double n, const std::string& method = "wilson",
                                                double alpha = 0.05) {
-  OSTEONET_CHECK(n > 0, "proportion_ci: n must be positive, got n=", n);
+  OSTEONET_CHECK(std::isfinite(n) && n > 0, "proportion_ci: n must be a finite positive count, got n=", n);
+  OSTEONET_CHECK(std::isfinite(successes), "proportion_ci: successes must be a finite count, got successes=", successes);
   OSTEONET_CHECK(successes >= 0 && successes <= n, "proportion_ci: need 0 <= successes <= n, got successes=",
                  successes, " n=", n);
   check_alpha(alpha, "proportion_ci");

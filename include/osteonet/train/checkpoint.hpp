@@ -11,8 +11,15 @@
 //   rng                  {"torch": uint8 tensor (CPU generator state), ...}
 //   extra                {name: float}: e.g. early-stopping counters, best metric
 //   history              [{name: float}]: the epoch log so far (so a resumed run's log is complete)
+//   checksums            {"model": {name: SHA-256 hex}} (format 2): every model tensor's tensor_sha256,
+//                        verified on every read before any tensor reaches a model (verify_checksums);
+//                        Python adds {"card": {...}} for a model card holding tensors (osteonet.sequence)
+//
+// Format 1 (no checksums) still loads, with a one-time warning that its tensors are unverified; a
+// format-2 file without checksums is refused (they were stripped or the pickle is damaged).
 #pragma once
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -31,12 +38,15 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include "osteonet/core/error.hpp"
+#include "osteonet/core/sha256.hpp"
 #include "osteonet/train/schedule.hpp"
 
 namespace osteonet::train {
 
 /// The checkpoint format this library writes (and the newest it reads).
-constexpr int64_t kCheckpointVersion = 1;
+constexpr int64_t kCheckpointVersion = 2;
+/// The oldest format this library reads (format 1 has no checksums: read with a warning).
+constexpr int64_t kFirstVerifiedVersion = 2;
 
 namespace detail {
 
@@ -50,16 +60,40 @@ inline std::string parent_dir(const std::string& path) {
   return pos == 0 ? "/" : path.substr(0, pos);
 }
 
+/// Deletes `.<base>.XXXXXX.tmp` files in `dir` (what a killed atomic_write of `dir/base` left; Python's
+/// writer names its temporaries `.<base>.<random>.tmp[.<ext>]`, also matched).
+inline void remove_stale_temporaries(const std::string& dir, const std::string& base) {
+  const std::string prefix = "." + base + ".";
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return;
+  std::vector<std::string> stale;
+  while (const dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name.size() <= prefix.size() + 4 || name.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string rest = name.substr(prefix.size());
+    const auto tmp = rest.find(".tmp");
+    // the random part has no dot; after it comes ".tmp" and, for Python's, the target's extension
+    if (tmp == std::string::npos || tmp == 0 || rest.find('.') != tmp) continue;
+    if (tmp + 4 != rest.size() && rest[tmp + 4] != '.') continue;
+    stale.push_back(dir + "/" + name);
+  }
+  ::closedir(d);
+  for (const auto& p : stale) ::unlink(p.c_str());
+}
+
 }  // namespace detail
 
 /// Writes `size` bytes to `path` atomically, as Python's osteonet.io.atomic_write: to a hidden temporary
 /// file beside it (`.<name>.XXXXXX.tmp`), fsync, rename over `path`, fsync the folder. A crash at any
 /// point leaves either the previous file or the new one, never a mix; a failed write removes its
-/// temporary file (a killed process leaves it, and osteonet.io.remove_stale_temporaries deletes it).
+/// temporary file. A killed writer leaves it: the next write of the same `path` deletes it (one writer
+/// per file, as for any file), and osteonet.io.remove_stale_temporaries cleans a whole folder.
 inline void atomic_write(const std::string& path, const char* data, std::size_t size) {
   const std::string dir = detail::parent_dir(path);
   const auto slash = path.find_last_of('/');
-  std::string tmpl = dir + "/." + (slash == std::string::npos ? path : path.substr(slash + 1)) + ".XXXXXX.tmp";
+  const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+  detail::remove_stale_temporaries(dir, base);
+  std::string tmpl = dir + "/." + base + ".XXXXXX.tmp";
   std::vector<char> name(tmpl.begin(), tmpl.end());
   name.push_back('\0');
   const int fd = ::mkstemps(name.data(), 4);
@@ -134,9 +168,95 @@ inline std::vector<char> read_checkpoint_bytes(const std::string& path) {
   return b;
 }
 
-/// The checkpoint's dict (checked: complete archive, unpicklable, the osteonet key, a version this reads).
-inline c10::impl::GenericDict read_checkpoint(const std::string& path) {
-  const auto bytes = read_checkpoint_bytes(path);
+/// SHA-256 of one tensor as stored: its dtype name, its shape and its values (contiguous, CPU, in the
+/// machine's byte order), so a flipped byte, a changed dtype or a reshaped tensor all change it.
+inline std::string tensor_sha256(const torch::Tensor& t) {
+  const auto c = t.detach().to(torch::kCPU).contiguous();
+  std::string head = std::string(c10::toString(c.scalar_type())) + '\0';
+  for (const auto n : c.sizes()) head += std::to_string(n) + ',';
+  head += '\0';
+  Sha256 h;
+  h.update(head);
+  h.update(c.data_ptr(), c.numel() * c.element_size());
+  return h.hex();
+}
+
+/// name -> tensor_sha256 of every tensor of a state dict.
+inline std::map<std::string, std::string> state_checksums(const std::map<std::string, torch::Tensor>& state) {
+  std::map<std::string, std::string> out;
+  for (const auto& kv : state) out[kv.first] = tensor_sha256(kv.second);
+  return out;
+}
+
+namespace detail {
+/// A stored digest shortened for a message.
+inline std::string short_hex(const std::string& h) { return h.size() > 12 ? h.substr(0, 12) + "..." : h; }
+}  // namespace detail
+
+/// Checks `state` against `checksums` (state_checksums at save time). Throws ValueError
+/// "<where>: <what> differs ..." naming the first tensor that differs, one that lacks a checksum, or a
+/// checksum whose tensor is missing.
+inline void verify_checksums(const std::string& where, const std::map<std::string, torch::Tensor>& state,
+                             const std::map<std::string, std::string>& checksums) {
+  for (const auto& kv : state) {
+    const auto it = checksums.find(kv.first);
+    OSTEONET_CHECK(it != checksums.end(), where, ": corrupted, tensor '", kv.first,
+                   "' has no checksum (a renamed or added tensor); nothing was loaded");
+    // Writers store whole tensors: a view claiming more values than its storage holds (a damaged size
+    // or a zero stride) would make hashing it materialise gigabytes from a small file.
+    const auto& t = kv.second;
+    const int64_t stored = t.defined() && t.has_storage() ? static_cast<int64_t>(t.storage().nbytes()) : 0;
+    OSTEONET_CHECK(t.numel() * static_cast<int64_t>(t.element_size()) <= stored, where, ": corrupted, tensor '",
+                   kv.first, "' claims ", t.numel(), " values of ", t.element_size(), " bytes but its storage holds ",
+                   stored, " bytes; nothing was loaded");
+    const auto got = tensor_sha256(kv.second);
+    OSTEONET_CHECK(got == it->second, where, ": corrupted, tensor '", kv.first, "' does not match its SHA-256 (stored ",
+                   detail::short_hex(it->second), ", computed ", detail::short_hex(got), "); nothing was loaded");
+  }
+  for (const auto& kv : checksums)
+    OSTEONET_CHECK(state.count(kv.first) != 0, where, ": corrupted, tensor '", kv.first,
+                   "' has a checksum but is missing; nothing was loaded");
+}
+
+namespace detail {
+inline std::map<std::string, torch::Tensor> tensor_map(const c10::IValue& v, const std::string& where, const char* key) {
+  OSTEONET_CHECK(v.isGenericDict(), where, ": not an osteonet checkpoint ('", key, "' is a ", v.tagKind(), ", not a dict)");
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& kv : v.toGenericDict()) {
+    OSTEONET_CHECK(kv.key().isString() && kv.value().isTensor(), where, ": not an osteonet checkpoint ('", key,
+                   "' holds a ", kv.value().tagKind(), ", not name -> tensor)");
+    out[kv.key().toStringRef()] = kv.value().toTensor();
+  }
+  return out;
+}
+}  // namespace detail
+
+/// Verifies a checkpoint dict's model tensors against its checksums (format >= 2; format 1 warns once
+/// that its tensors are unverified). Throws ValueError "checkpoint <path>: corrupted, ..." on a mismatch.
+inline void verify_checkpoint(const std::string& path, const c10::impl::GenericDict& d) {
+  const std::string where = "checkpoint " + path;
+  if (d.at("osteonet_checkpoint").toInt() < kFirstVerifiedVersion) {
+    TORCH_WARN_ONCE("osteonet: checkpoint ", path, " is format 1 (written before checksums); its tensors are unverified");
+    return;
+  }
+  OSTEONET_CHECK(d.contains("checksums") && d.at("checksums").isGenericDict(), where,
+                 ": corrupted, format ", d.at("osteonet_checkpoint").toInt(), " requires checksums and none are stored");
+  const auto sums = d.at("checksums").toGenericDict();
+  OSTEONET_CHECK(sums.contains("model") && sums.at("model").isGenericDict(), where,
+                 ": corrupted, no 'model' entry in its checksums");
+  OSTEONET_CHECK(d.contains("model"), where, ": not an osteonet checkpoint (no 'model' key)");
+  std::map<std::string, std::string> expected;
+  for (const auto& kv : sums.at("model").toGenericDict()) {
+    OSTEONET_CHECK(kv.key().isString() && kv.value().isString(), where, ": corrupted, its model checksums are not name -> hex");
+    expected[kv.key().toStringRef()] = kv.value().toStringRef();
+  }
+  verify_checksums(where, detail::tensor_map(d.at("model"), where, "model"), expected);
+}
+
+/// The checkpoint dict held by `bytes` (a file's content; `path` names it in errors), checked as
+/// read_checkpoint checks a file: what the libFuzzer target (tests/fuzz/cpp) feeds with mutated bytes.
+inline c10::impl::GenericDict parse_checkpoint(const std::string& path, const std::vector<char>& bytes) {
+  check_checkpoint_bytes(path, bytes);
   c10::IValue v;
   try {
     v = torch::pickle_load(bytes);
@@ -144,6 +264,11 @@ inline c10::impl::GenericDict read_checkpoint(const std::string& path) {
     std::string msg = e.what_without_backtrace();
     msg = msg.substr(0, msg.find('\n'));
     throw ValueError("checkpoint " + path + ": not an osteonet checkpoint (cannot be unpickled: " + msg + ")");
+  } catch (const std::exception& e) {
+    // LibTorch's unpickler also throws plain std::out_of_range on a damaged pickle (the checkpoint
+    // campaign found `vector::_M_range_check` from a flipped memo index): the same clean refusal.
+    throw ValueError("checkpoint " + path + ": not an osteonet checkpoint (cannot be unpickled: " +
+                     shorten(e.what(), 200) + ")");
   }
   if (!v.isGenericDict())
     throw ValueError("checkpoint " + path + ": not an osteonet checkpoint (holds a " + v.tagKind() + ", not a dict)");
@@ -157,32 +282,43 @@ inline c10::impl::GenericDict read_checkpoint(const std::string& path) {
     throw ValueError("checkpoint " + path + ": format " + std::to_string(ver.toInt()) +
                      " is newer than this osteonet reads, got version=" + std::to_string(ver.toInt()) +
                      " (reads <= " + std::to_string(kCheckpointVersion) + ")");
+  verify_checkpoint(path, d);
   return d;
 }
 
-/// Parameters and buffers by qualified name.
+/// The checkpoint's dict (checked: complete archive, unpicklable, the osteonet key, a version this reads,
+/// the model tensors' checksums).
+inline c10::impl::GenericDict read_checkpoint(const std::string& path) {
+  return parse_checkpoint(path, read_checkpoint_bytes(path));
+}
+
+/// Parameters and buffers by qualified name (whole, contiguous tensors: verify_checksums refuses a view
+/// larger than its storage).
 inline c10::impl::GenericDict module_state(const torch::nn::Module& m) {
   c10::impl::GenericDict d(c10::StringType::get(), c10::TensorType::get());
-  for (const auto& kv : m.named_parameters(true)) d.insert(kv.key(), kv.value().detach());
-  for (const auto& kv : m.named_buffers(true)) d.insert(kv.key(), kv.value().detach());
+  for (const auto& kv : m.named_parameters(true)) d.insert(kv.key(), kv.value().detach().contiguous());
+  for (const auto& kv : m.named_buffers(true)) d.insert(kv.key(), kv.value().detach().contiguous());
   return d;
 }
 
-/// Copies a state dict into the module's tensors (every name present, equal shapes, nothing extra).
+/// Copies a state dict into the module's tensors (every name present, equal shapes, nothing extra), all
+/// checked before the first copy, so a state that does not fit leaves the module untouched.
 inline void load_module_state(torch::nn::Module& m, const c10::impl::GenericDict& state, const std::string& where) {
   torch::NoGradGuard no_grad;
-  std::size_t used = 0;
-  auto copy = [&](const std::string& name, torch::Tensor& t) {
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> copies;
+  auto check = [&](const std::string& name, const torch::Tensor& t) {
     OSTEONET_CHECK(state.contains(name), where, ": the model state lacks '", name, "'");
-    const auto src = state.at(name).toTensor();
-    OSTEONET_CHECK(src.sizes() == t.sizes(), where, ": shape of '", name, "' differs, got ", src.sizes(), " for ", t.sizes());
-    t.copy_(src);
-    ++used;
+    const auto src = state.at(name);
+    OSTEONET_CHECK(src.isTensor(), where, ": '", name, "' is a ", src.tagKind(), ", not a tensor");
+    OSTEONET_CHECK(src.toTensor().sizes() == t.sizes(), where, ": shape of '", name, "' differs, got ",
+                   src.toTensor().sizes(), " for ", t.sizes());
+    copies.emplace_back(t, src.toTensor());
   };
-  for (auto& kv : m.named_parameters(true)) copy(kv.key(), kv.value());
-  for (auto& kv : m.named_buffers(true)) copy(kv.key(), kv.value());
-  OSTEONET_CHECK(used == state.size(), where, ": the model state has ", state.size() - used,
+  for (const auto& kv : m.named_parameters(true)) check(kv.key(), kv.value());
+  for (const auto& kv : m.named_buffers(true)) check(kv.key(), kv.value());
+  OSTEONET_CHECK(copies.size() == state.size(), where, ": the model state has ", state.size() - copies.size(),
                  " name(s) this model lacks (a different architecture?), got ", state.size(), " entries");
+  for (auto& c : copies) c.first.copy_(c.second);
 }
 
 /// A number of a checkpoint dict as a double (Python may have written an int).
@@ -220,7 +356,13 @@ inline void save_checkpoint(const std::string& path, const torch::nn::Module& mo
   d.insert("osteonet_checkpoint", kCheckpointVersion);
   d.insert("writer", std::string("c++"));
   d.insert("epoch", epoch);
-  d.insert("model", module_state(model));
+  const auto state = module_state(model);
+  d.insert("model", state);
+  c10::impl::GenericDict sums(c10::StringType::get(), c10::StringType::get());
+  for (const auto& kv : state) sums.insert(kv.key().toStringRef(), tensor_sha256(kv.value().toTensor()));
+  c10::impl::GenericDict checksums(c10::StringType::get(), c10::AnyType::get());
+  checksums.insert("model", sums);
+  d.insert("checksums", checksums);
   if (optimizer != nullptr) {
     torch::serialize::OutputArchive ar;
     optimizer->save(ar);

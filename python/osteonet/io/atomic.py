@@ -3,8 +3,9 @@
 Bytes go to a hidden temporary file beside the target (``.<name>.<random>.tmp[.<ext>]``), are flushed and
 fsynced, the temporary file is renamed over the target (POSIX rename is atomic) and the folder is
 fsynced, so a crash leaves the old file or the new one, never half of one. A process killed between
-the write and the rename leaves only its hidden temporary file, which :func:`remove_stale_temporaries`
-deletes (the trainer and ``osteonet train --resume`` call it on their run folder).
+the write and the rename leaves only its hidden temporary file: the next write of the same file deletes
+it (one writer per file), and :func:`remove_stale_temporaries` cleans a whole folder (the trainer and
+``osteonet train --resume`` call it on their run folder).
 """
 
 from __future__ import annotations
@@ -19,9 +20,25 @@ from typing import Any, Callable, Iterator, List
 __all__ = ["atomic_write", "write_bytes", "write_text", "write_json", "write_with", "remove_stale_temporaries"]
 
 
+def _stale_of(folder: str, base: str) -> List[str]:
+    """The temporaries an interrupted write of ``folder/base`` left (``.<base>.<random>.tmp[.<ext>]``; the random
+    part of Python's and C++'s names has no dot)."""
+    prefix = "." + base + "."
+    out = []
+    for p in glob.glob(os.path.join(glob.escape(folder), glob.escape(prefix) + "*.tmp*")):
+        rest = os.path.basename(p)[len(prefix):]
+        random_part, _, after = rest.partition(".tmp")
+        if random_part and "." not in random_part and (after == "" or after.startswith(".")):
+            out.append(p)
+    return out
+
+
 def _temporary(path: str, suffix: str) -> str:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
+    for stale in _stale_of(folder, os.path.basename(path)):  # a killed earlier write of this file (one writer per file)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(stale)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix, dir=folder)
     os.close(fd)
     os.chmod(tmp, 0o644)  # mkstemp makes it 0600; what osteonet writes is an ordinary file

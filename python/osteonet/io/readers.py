@@ -13,16 +13,41 @@ import numpy as np
 __all__ = ["read_dicom", "read_dicom_series", "read_nifti", "read_image", "read_volume", "window", "read_manifest"]
 
 
-def _must_exist(path: str, what: str) -> None:
+def _must_exist(path: "str | os.PathLike", what: str, kind: str = "file") -> str:
+    """``path`` as a str (``pathlib.Path`` accepted), checked to exist and to be a ``kind`` ("file", "folder"
+    or "any"): a folder where a file is expected is one ValueError naming it, not IsADirectoryError."""
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        raise TypeError(f"{what}: expected a path (str or os.PathLike), got {type(path).__name__}") from None
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if "\x00" in path:
+        raise ValueError(f"{path!r}: {what} path contains a NUL byte")
     if not os.path.exists(path):
         raise ValueError(f"{path}: {what} not found")
+    if kind == "file" and os.path.isdir(path):
+        raise ValueError(f"{path}: expected a {what}, got a folder")
+    if kind == "folder" and not os.path.isdir(path):
+        raise ValueError(f"{path}: expected a {what}, got a file")
+    return path
+
+
+def _shorten(s: str, n: int = 80) -> str:
+    return s if len(s) <= n else s[:n] + f"... ({len(s)} characters)"
+
+
+def _reason(e: BaseException) -> str:
+    """A library's exception as one short clause: its type and the first line of its message, cut."""
+    lines = str(e).splitlines()
+    return f"{type(e).__name__}: {_shorten(lines[0], 200)}" if lines and lines[0] else type(e).__name__
 
 
 def read_dicom(path: str) -> Tuple[np.ndarray, Dict[str, object]]:
     """One DICOM image -> (float32 array in modality units — HU for CT — , metadata)."""
     import pydicom
 
-    _must_exist(path, "DICOM file")
+    path = _must_exist(path, "DICOM file")
     try:
         ds = pydicom.dcmread(path)
         pixels = ds.pixel_array
@@ -31,19 +56,22 @@ def read_dicom(path: str) -> Tuple[np.ndarray, Dict[str, object]]:
     except AttributeError:
         raise ValueError(f"{path}: DICOM file has no pixel data") from None
     except Exception as e:  # truncated pixel data, unsupported compression, ...
-        raise ValueError(f"{path}: unreadable DICOM ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
-    slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
-    intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
-    data = pixels.astype(np.float32) * slope + intercept
-    spacing = [float(v) for v in getattr(ds, "PixelSpacing", [1.0, 1.0])]
-    meta = {"path": path, "modality": str(getattr(ds, "Modality", "")), "patient_id": str(getattr(ds, "PatientID", "")),
-            "series_uid": str(getattr(ds, "SeriesInstanceUID", "")), "sop_uid": str(getattr(ds, "SOPInstanceUID", "")),
-            "sop_class_uid": str(getattr(ds, "SOPClassUID", "")),
-            "spacing_between_slices": float(getattr(ds, "SpacingBetweenSlices", 0) or 0), "pixel_spacing": spacing,
-            "slice_thickness": float(getattr(ds, "SliceThickness", 0) or 0),
-            "position": [float(v) for v in getattr(ds, "ImagePositionPatient", [0, 0, 0])],
-            "orientation": [float(v) for v in getattr(ds, "ImageOrientationPatient", [1, 0, 0, 0, 1, 0])],
-            "instance": int(getattr(ds, "InstanceNumber", 0) or 0), "rescale": (slope, intercept)}
+        raise ValueError(f"{path}: unreadable DICOM ({_reason(e)})") from None
+    try:  # pydicom parses elements when first read: a damaged one raises here
+        slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
+        intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
+        data = pixels.astype(np.float32) * slope + intercept
+        spacing = [float(v) for v in getattr(ds, "PixelSpacing", [1.0, 1.0])]
+        meta = {"path": path, "modality": str(getattr(ds, "Modality", "")), "patient_id": str(getattr(ds, "PatientID", "")),
+                "series_uid": str(getattr(ds, "SeriesInstanceUID", "")), "sop_uid": str(getattr(ds, "SOPInstanceUID", "")),
+                "sop_class_uid": str(getattr(ds, "SOPClassUID", "")),
+                "spacing_between_slices": float(getattr(ds, "SpacingBetweenSlices", 0) or 0), "pixel_spacing": spacing,
+                "slice_thickness": float(getattr(ds, "SliceThickness", 0) or 0),
+                "position": [float(v) for v in getattr(ds, "ImagePositionPatient", [0, 0, 0])],
+                "orientation": [float(v) for v in getattr(ds, "ImageOrientationPatient", [1, 0, 0, 0, 1, 0])],
+                "instance": int(getattr(ds, "InstanceNumber", 0) or 0), "rescale": (slope, intercept)}
+    except Exception as e:
+        raise ValueError(f"{path}: unreadable DICOM header ({_reason(e)})") from None
     return data, meta
 
 
@@ -57,7 +85,7 @@ def read_dicom_series(folder: str, series_uid: Optional[str] = None,
     each violation is one ValueError."""
     import pydicom
 
-    _must_exist(folder, "DICOM series folder")
+    folder = _must_exist(folder, "DICOM series folder", "folder")
     if not os.path.isdir(folder):
         raise ValueError(f"{folder}: expected a folder of DICOM files, got a file")
     slices = []
@@ -158,7 +186,7 @@ def read_nifti(path: str, dtype: Optional[type] = np.float32) -> Tuple[np.ndarra
     ``dtype=None`` keeps the stored type when the header does not scale (label maps)."""
     import nibabel as nib
 
-    _must_exist(path, "NIfTI file")
+    path = _must_exist(path, "NIfTI file")
     try:
         img = nib.load(path)
         data = np.asanyarray(img.dataobj) if dtype is None else np.asarray(img.dataobj, dtype=dtype)
@@ -171,7 +199,7 @@ def read_image(path: str) -> np.ndarray:
     """A PNG/JPEG/... image -> float32 grey array (values as stored, 0-255 for 8-bit)."""
     from PIL import Image, UnidentifiedImageError
 
-    _must_exist(path, "image file")
+    path = _must_exist(path, "image file")
     try:
         with Image.open(path) as im:
             im.load()
@@ -181,13 +209,13 @@ def read_image(path: str) -> np.ndarray:
     except UnidentifiedImageError:
         raise ValueError(f"{path}: not an image PIL can read (expected PNG, JPEG, ...)") from None
     except OSError as e:
-        raise ValueError(f"{path}: unreadable image ({str(e).splitlines()[0]})") from None
+        raise ValueError(f"{path}: unreadable image ({_reason(e)})") from None
 
 
 def read_volume(path: str):
     """Dispatch by what `path` is: a folder (DICOM series), .nii/.nii.gz (NIfTI), .dcm (one DICOM
     image), or an image file. Returns (array, affine-or-None, meta)."""
-    _must_exist(path, "input")
+    path = _must_exist(path, "input", "any")
     low = path.lower()
     if os.path.isdir(path):
         return read_dicom_series(path)
@@ -218,11 +246,11 @@ def read_manifest(folder: str, required: Sequence[str] = ("path", "label"), chec
     ``path`` when required; ``check_files=False`` skips it). ``layout`` is named in the errors. Every
     problem raises one ValueError naming the file, the line and the field."""
     where = f" (the {layout} layout needs columns {', '.join(required)})" if layout else ""
+    folder = os.fspath(folder)
     if not os.path.isdir(folder):
         raise ValueError(f"{folder}: data folder not found" if not os.path.exists(folder) else
                          f"{folder}: expected a data folder, got a file")
-    path = os.path.join(folder, "manifest.csv")
-    _must_exist(path, "manifest" + where)
+    path = _must_exist(os.path.join(folder, "manifest.csv"), "manifest" + where)
     try:
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
@@ -232,13 +260,17 @@ def read_manifest(folder: str, required: Sequence[str] = ("path", "label"), chec
         raise ValueError(f"{path}: not a CSV manifest ({type(e).__name__})") from None
     missing = [c for c in required if c not in columns]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; expected at least {list(required)}, got {columns}")
+        raise ValueError(f"{path}: missing column(s) {missing}; expected at least {list(required)}, got "
+                         f"{_shorten(repr(columns), 300)}")
     if not rows:
         raise ValueError(f"{path}: manifest has no rows")
     for i, r in enumerate(rows):
         if None in r or any(v is None for v in r.values()):
-            raise ValueError(f"{path} line {i + 2}: expected {len(columns)} fields ({', '.join(columns)}), got "
+            raise ValueError(f"{path} line {i + 2}: expected {len(columns)} fields ({_shorten(', '.join(columns), 300)}), got "
                              f"{len([v for v in r.values() if v is not None]) + len(r.get(None) or [])}")
+        for c, v in r.items():
+            if "\x00" in v:  # csv reads NUL bytes; no path or label holds one (a binary file renamed .csv?)
+                raise ValueError(f"{path} line {i + 2}: field '{_shorten(c)}' contains a NUL byte")
         for c in (required if nonempty is None else nonempty):
             if not r[c].strip():
                 raise ValueError(f"{path} line {i + 2}: field '{c}' is empty")
@@ -247,5 +279,5 @@ def read_manifest(folder: str, required: Sequence[str] = ("path", "label"), chec
         for i, r in enumerate(rows):
             for c in files:
                 if r.get(c) and not os.path.exists(os.path.join(folder, r[c])):
-                    raise ValueError(f"{path} line {i + 2}: field '{c}' names {r[c]!r}, which does not exist")
+                    raise ValueError(f"{path} line {i + 2}: field '{c}' names {_shorten(repr(r[c]))}, which does not exist")
     return rows

@@ -6,8 +6,8 @@ their loop with the same parts and checkpoint format (examples/cpp/train_classif
 Files are written by osteonet's one atomic writer (:mod:`osteonet.io`).
 """
 
-from .checkpoint import (CHECKPOINT_VERSION, checkpoint_summary, load_checkpoint, rng_state, save_checkpoint,
-                         set_rng_state)
+from .checkpoint import (CHECKPOINT_VERSION, UnverifiedWeightsWarning, checkpoint_summary, load_checkpoint, rng_state,
+                         save_checkpoint, set_rng_state, verify_file)
 from .optim import (OPTIMIZER_NAMES, SCHEDULE_NAMES, Schedule, create_optimizer, get_lrs, make_schedule, set_lrs)
 from .trainer import Trainer, classification_step, detection_step, freeze_batchnorm, seed_everything
 from .. import _core
@@ -18,4 +18,4 @@ EarlyStopping = _core.train.EarlyStopping
 __all__ = ["Trainer", "create_optimizer", "make_schedule", "Schedule", "EarlyStopping", "save_checkpoint",
            "load_checkpoint", "checkpoint_summary", "rng_state", "set_rng_state", "seed_everything",
            "freeze_batchnorm", "detection_step", "classification_step", "get_lrs", "set_lrs", "OPTIMIZER_NAMES",
-           "SCHEDULE_NAMES", "CHECKPOINT_VERSION"]
+           "SCHEDULE_NAMES", "CHECKPOINT_VERSION", "verify_file", "UnverifiedWeightsWarning"]

@@ -5,14 +5,24 @@ A checkpoint is ``torch.save`` of one dict: ``osteonet_checkpoint`` (format vers
 byte tensor from C++), ``schedule`` (the schedule's numbers), ``rng`` (torch, CUDA, NumPy and Python
 generator states as tensors and numbers, so C++'s torch::pickle_load reads the file too), ``extra``
 (early stopping, ...), ``history`` (the epoch log) and, with mixed precision on CUDA, ``scaler``.
+
+Integrity (format 2): ``checksums`` holds ``{"model": {name: SHA-256}}`` (C++'s ``tensor_sha256``: dtype,
+shape and values of each tensor) and, for a checkpoint that stores a model card (``card_key``, e.g. the
+OVF aggregators' ``"ovf"``), ``{"card": {"key", "json", "tensors"}}``. Every read verifies them before any
+tensor reaches a model; a mismatch raises one ValueError naming the file and the tensor. Format-1 files
+(before checksums) and plain state dicts still load, with a one-time :class:`UnverifiedWeightsWarning`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import math
+import os
 import pickle
 import random
+import warnings
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -21,9 +31,21 @@ import torch
 from .. import _core
 from ..io import write_bytes
 
-__all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_summary", "rng_state", "set_rng_state", "CHECKPOINT_VERSION"]
+__all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_summary", "rng_state", "set_rng_state", "CHECKPOINT_VERSION",
+           "serialize_checkpoint", "verify_file", "warn_unverified", "UnverifiedWeightsWarning"]
 
 CHECKPOINT_VERSION = int(_core.train.CHECKPOINT_VERSION)
+FIRST_VERIFIED_VERSION = int(_core.train.FIRST_VERIFIED_VERSION)
+
+
+class UnverifiedWeightsWarning(UserWarning):
+    """Weights loaded from a file that carries no checksum (a plain state dict, a format-1 checkpoint)."""
+
+
+def warn_unverified(path: str, what: str) -> None:
+    """The one-time note (per file: Python shows a warning once per message) that ``path``'s tensors are unverified."""
+    warnings.warn(f"{path}: {what}; its tensors are unverified (no SHA-256 to check them against)",
+                  UnverifiedWeightsWarning, stacklevel=3)
 
 
 class _BatchPickler(pickle._Pickler):  # type: ignore[name-defined]
@@ -110,7 +132,7 @@ def save_checkpoint(path: str, model: torch.nn.Module, optimizer: Optional[torch
         "osteonet_checkpoint": CHECKPOINT_VERSION,
         "writer": "python",
         "epoch": int(epoch),
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},  # whole tensors
         "schedule": dict(schedule.state_dict()) if schedule is not None else {},
         "rng": rng_state(generators),
         "extra": {k: float(v) for k, v in (extra or {}).items()},
@@ -120,13 +142,86 @@ def save_checkpoint(path: str, model: torch.nn.Module, optimizer: Optional[torch
         state["optimizer"] = optimizer.state_dict()
     if scaler is not None and scaler.is_enabled():
         state["scaler"] = scaler.state_dict()
+    write_bytes(path, serialize_checkpoint(state))
+
+
+def _card_parts(card: Dict[str, Any], prefix: str = "") -> "tuple[Dict[str, torch.Tensor], Dict[str, Any]]":
+    """A model card's tensors by dotted name, and the rest (JSON-able) with the tensors left out."""
+    tensors: Dict[str, torch.Tensor] = {}
+    plain: Dict[str, Any] = {}
+    for k, v in card.items():
+        if isinstance(v, torch.Tensor):
+            tensors[prefix + str(k)] = v
+        elif isinstance(v, dict):
+            sub_t, sub_p = _card_parts(v, f"{prefix}{k}.")
+            tensors.update(sub_t)
+            plain[str(k)] = sub_p
+        else:
+            plain[str(k)] = v
+    return tensors, plain
+
+
+def _card_json_sha256(plain: Dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=repr).encode()).hexdigest()
+
+
+def serialize_checkpoint(state: Dict[str, Any], card_key: Optional[str] = None) -> bytes:
+    """The bytes of a checkpoint dict (``osteonet_checkpoint``, ``model``, ...) with its ``checksums`` added:
+    the model tensors' and, when ``card_key`` names a model card stored in it, the card's. Every writer of a
+    checkpoint goes through here."""
+    checksums: Dict[str, Any] = {"model": dict(_core.train.state_checksums(state["model"]))}
+    if card_key is not None:
+        tensors, plain = _card_parts(state[card_key])
+        checksums["card"] = {"key": card_key, "json": _card_json_sha256(plain),
+                             "tensors": dict(_core.train.state_checksums(tensors))}
     buf = io.BytesIO()
-    torch.save(state, buf, pickle_module=_PickleModule)
-    write_bytes(path, buf.getvalue())
+    torch.save({**state, "checksums": checksums}, buf, pickle_module=_PickleModule)
+    return buf.getvalue()
+
+
+def _tensor_dict(where: str, what: str, d: Any) -> Dict[str, torch.Tensor]:
+    if not isinstance(d, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in d.items()):
+        raise ValueError(f"{where}: corrupted, its {what} is not a dict of name -> tensor; nothing was loaded")
+    return d
+
+
+def _hex_dict(where: str, what: str, d: Any) -> Dict[str, str]:
+    if not isinstance(d, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in d.items()):
+        raise ValueError(f"{where}: corrupted, its {what} are not a dict of name -> SHA-256; nothing was loaded")
+    return d
+
+
+def _verify(path: str, state: Dict[str, Any]) -> int:
+    """Checks a checkpoint dict against its checksums (C++'s verify_checksums); returns the number of tensors
+    verified (0 with a one-time note for a format-1 file). ValueError naming the file and what differs."""
+    where = f"checkpoint {path}"
+    if state["osteonet_checkpoint"] < FIRST_VERIFIED_VERSION:
+        warn_unverified(path, f"osteonet checkpoint format {state['osteonet_checkpoint']} (written before checksums)")
+        return 0
+    sums = state.get("checksums")
+    if not isinstance(sums, dict) or not isinstance(sums.get("model"), dict):
+        raise ValueError(f"{where}: corrupted, format {state['osteonet_checkpoint']} requires checksums and none are "
+                         "stored; nothing was loaded")
+    _core.train.verify_checksums(where, _tensor_dict(where, "model state", state["model"]),
+                                 _hex_dict(where, "model checksums", sums["model"]))
+    n = len(state["model"])
+    card_sums = sums.get("card")
+    if card_sums is not None:
+        key = card_sums.get("key") if isinstance(card_sums, dict) else None
+        if not isinstance(state.get(key), dict):
+            raise ValueError(f"{where}: corrupted, its model card {key!r} is missing; nothing was loaded")
+        tensors, plain = _card_parts(state[key])
+        _core.train.verify_checksums(f"{where} (model card)", tensors,
+                                     _hex_dict(where, "model card checksums", card_sums.get("tensors")))
+        if _card_json_sha256(plain) != card_sums.get("json"):
+            raise ValueError(f"{where}: corrupted, the numbers and names of its model card {key!r} do not match their "
+                             "SHA-256; nothing was loaded")
+        n += len(tensors)
+    return n
 
 
 def _read(path: str, map_location: Any = "cpu") -> Dict[str, Any]:
-    path = str(path)
+    path = os.fspath(path)
     _core.train.check_checkpoint_file(path)  # ValueError: missing, empty, not a zip archive, truncated
     try:
         state = torch.load(path, map_location=map_location)
@@ -143,6 +238,7 @@ def _read(path: str, map_location: Any = "cpu") -> Dict[str, Any]:
     for key in ("epoch", "model"):
         if key not in state:
             raise ValueError(f"checkpoint {path}: not an osteonet checkpoint (no '{key}' key)")
+    state["_verified_tensors"] = _verify(path, state)
     return state
 
 
@@ -178,6 +274,32 @@ def load_checkpoint(path: str, model: Optional[torch.nn.Module] = None, optimize
             raise ValueError(f"checkpoint {path}: {e}") from None
     return {"epoch": int(state["epoch"]), "writer": state.get("writer", "?"), "extra": dict(state.get("extra", {})),
             "history": [dict(r) for r in state.get("history", [])]}
+
+
+def verify_file(path: str) -> Dict[str, Any]:
+    """What ``osteonet verify FILE`` reports: ``{"path", "verified", "tensors", "what"}``. An osteonet checkpoint
+    is read and verified (a corrupted one raises ValueError naming the tensor); a plain state dict or a
+    format-1 checkpoint is ``verified=False`` (nothing to check it against)."""
+    path = os.fspath(path)
+    _core.train.check_checkpoint_file(path)
+    try:
+        raw = torch.load(path, map_location="cpu")
+    except Exception as e:  # noqa: BLE001  (any unpickling failure is one clear error)
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"{path}: cannot be unpickled ({msg})") from None
+    if isinstance(raw, dict) and "osteonet_checkpoint" in raw:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UnverifiedWeightsWarning)
+            state = _read(path)
+        n = state["_verified_tensors"]
+        if n == 0:
+            return {"path": path, "verified": False, "tensors": len(state["model"]),
+                    "what": f"osteonet checkpoint format {state['osteonet_checkpoint']}, written before checksums"}
+        return {"path": path, "verified": True, "tensors": n,
+                "what": f"osteonet checkpoint format {state['osteonet_checkpoint']}, written by {state.get('writer', '?')}"}
+    if isinstance(raw, dict) and raw and all(isinstance(v, torch.Tensor) for v in raw.values()):
+        return {"path": path, "verified": False, "tensors": len(raw), "what": "a plain state dict (no checksum)"}
+    raise ValueError(f"{path}: neither an osteonet checkpoint nor a state dict (holds a {type(raw).__name__})")
 
 
 def checkpoint_summary(path: str) -> Dict[str, Any]:

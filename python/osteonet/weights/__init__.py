@@ -237,9 +237,16 @@ def read_state_dict(path: str, where: str) -> Dict[str, torch.Tensor]:
     except Exception as e:  # noqa: BLE001  (any unpickling failure)
         raise ValueError(f"{where}: {path}: not a PyTorch state dict ({type(e).__name__})") from None
     if isinstance(state, dict) and "osteonet_checkpoint" in state:
-        state = state["model"]
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
+        from ..train.checkpoint import _read
+
+        state = _read(path)["model"]  # verified against its checksums
+    else:
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+        if isinstance(state, dict):
+            from ..train.checkpoint import warn_unverified
+
+            warn_unverified(path, f"{where}: a plain state dict")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{where}: {path}: expected a state dict of tensors, got {type(state).__name__}")
     return state
