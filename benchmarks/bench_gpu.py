@@ -163,8 +163,6 @@ def bench_scan(slices, size, repeats):
     ref_model = scan_reference(enc, agg).to(DEV)
     sessions = sessions_of(enc, x, prefix="scan_session",
                            make_session=lambda e, ex, **kw: ScanSession(e, agg, ex, lengths=(slices,), **kw))
-    for s in sessions.values():
-        s.aggregator.to(DEV)
     enc_d, agg_d = enc.to(DEV), agg.to(DEV)
     with torch.no_grad():
         ref = ref_model(x)

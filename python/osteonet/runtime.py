@@ -221,12 +221,14 @@ class ScanSession:
             raise ValueError(f"ScanSession: lengths must be a non-empty ascending list of distinct positive ints, "
                              f"got {lengths!r}")
         self.lengths = lengths
-        self.aggregator = copy.deepcopy(aggregator).eval()  # the caller's aggregator is left as it is
         self._features = not aggregator.takes_probabilities
         example = self._check(example_slices)
         self.session = InferenceSession(encoder, self._pad(example[:lengths[-1]])[0], dtype=dtype, device=device,
                                          cuda_graph=cuda_graph, freeze=freeze, num_threads=num_threads,
                                          warmup=warmup, max_shapes=len(lengths), features=self._features)
+        # A copy on the session's device (the caller's aggregator is left as it is): the encoder's outputs
+        # come back on that device.
+        self.aggregator = copy.deepcopy(aggregator).eval().to(self.session.device)
 
     def _check(self, slices: Any) -> torch.Tensor:
         if not isinstance(slices, torch.Tensor):
