@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(realpath -m "${OSTEONET_TRIXIE:-build/compat/trixie}")
-PKGS=python3,python3-torch,python3-torchvision,libtorch-dev,python3-pybind11,python3-pytest,python3-numpy,python3-scipy,\
+PKGS=python3,python3-torch,python3-torchvision,libtorch-dev,libopenblas0-pthread,python3-pybind11,python3-pytest,python3-numpy,python3-scipy,\
 python3-sklearn,python3-pil,python3-setuptools,python3-pip,python3-dev,g++,libeigen3-dev,libxtensor-dev,\
 ca-certificates,python3-statsmodels,python3-pydicom,python3-nibabel,python3-matplotlib,python3-tqdm,\
 python3-onnx,python3-opencv,python3-skimage,python3-hypothesis,dcmtk
