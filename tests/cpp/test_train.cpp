@@ -200,6 +200,28 @@ TEST_CASE("checkpoint integrity: a flipped byte in a stored tensor is refused an
                        osteonet::ValueError);
 }
 
+TEST_CASE("check_pickle: hand-made pickles; a damaged length or memo index is refused before unpickling") {
+  using osteonet::train::detail::check_pickle;
+  auto check = [](const std::string& s) {
+    check_pickle("p", reinterpret_cast<const unsigned char*>(s.data()), s.size());
+  };
+  // PROTO 2, EMPTY_DICT, BINPUT 0, SHORT_BINUNICODE "ab", BININT1 7, SETITEM, STOP: {"ab": 7}
+  const std::string ok("\x80\x02}q\x00\x8c\x02" "abK\x07s.", 13);
+  CHECK_NOTHROW(check(ok));
+  CHECK_NOTHROW(check(std::string("\x80\x02X\x02\x00\x00\x00" "ab.", 10)));  // BINUNICODE
+  CHECK_NOTHROW(check("cbuiltins\nset\n)\x85R."));                                // GLOBAL's two lines
+  CHECK_THROWS_WITH_AS(check(std::string("\x80\x02X\xf0\xff\xff\x7f" "ab.", 10)),
+                       doctest::Contains("a length of 2147483632 bytes past the end at byte 2 of 10"), osteonet::ValueError);
+  CHECK_THROWS_WITH_AS(check(std::string("\x80\x02}r\xff\xff\xff\x0f.", 9)), doctest::Contains("memo index 268435455"),
+                       osteonet::ValueError);
+  CHECK_THROWS_WITH_AS(check(std::string("\x80\x02}\xff.", 5)), doctest::Contains("unknown opcode 0xff at byte 3"),
+                       osteonet::ValueError);
+  CHECK_THROWS_WITH_AS(check(ok.substr(0, 12)), doctest::Contains("no STOP opcode"), osteonet::ValueError);
+  CHECK_THROWS_WITH_AS(check(std::string("\x80\x02J\x01\x00", 5)), doctest::Contains("an argument past the end"),
+                       osteonet::ValueError);
+  CHECK_THROWS_WITH_AS(check("cbuiltins\nset"), doctest::Contains("an unterminated argument"), osteonet::ValueError);
+}
+
 TEST_CASE("atomic_write: the next write of a file removes the temporaries a killed writer left beside it") {
   const auto dir = temp_dir();
   const auto path = dir + "/ck.pt";

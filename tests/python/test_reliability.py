@@ -58,6 +58,24 @@ def test_flipped_tensor_byte_is_refused_and_model_untouched(tmp_path):
     assert torch.equal(b[0].weight, a[0].weight)
 
 
+def test_damaged_pickle_length_is_refused_before_unpickling(tmp_path):
+    # The checkpoint campaign's one hang (case 395): a flipped byte in a pickled string's length made
+    # LibTorch's unpickler allocate gigabytes for seconds before failing; now the opcodes are walked first.
+    save_checkpoint(tmp_path / "ck.pt", _model(), epoch=1)
+    data = bytearray(open(tmp_path / "ck.pt", "rb").read())
+    key = b"osteonet_checkpoint"
+    at = data.find(b"X" + len(key).to_bytes(4, "little") + key)
+    assert at > 0
+    data[at + 1:at + 5] = (0x7FFFFFF0).to_bytes(4, "little")
+    write_bytes(tmp_path / "bad.pt", bytes(data))
+    with pytest.raises(ValueError) as e:
+        osteonet.train.checkpoint_summary(tmp_path / "bad.pt")
+    assert "bad.pt: not an osteonet checkpoint (damaged pickle: a length of 2147483632 bytes past the end" in one_line(e)
+    with pytest.raises(ValueError) as e:
+        load_checkpoint(tmp_path / "bad.pt", _model())
+    assert "bad.pt" in one_line(e)
+
+
 def test_checksums_agree_between_python_and_cpp(tmp_path):
     save_checkpoint(tmp_path / "ck.pt", _model())
     s = osteonet.train.checkpoint_summary(tmp_path / "ck.pt")  # read and verified by C++ (torch::pickle_load)

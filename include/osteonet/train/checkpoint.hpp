@@ -36,6 +36,8 @@
 #include <vector>
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <caffe2/serialize/in_memory_adapter.h>
+#include <caffe2/serialize/inline_container.h>
 
 #include "osteonet/core/error.hpp"
 #include "osteonet/core/sha256.hpp"
@@ -253,10 +255,98 @@ inline void verify_checkpoint(const std::string& path, const c10::impl::GenericD
   verify_checksums(where, detail::tensor_map(d.at("model"), where, "model"), expected);
 }
 
+namespace detail {
+/// Walks a pickle's opcodes without running them (as Python's pickletools.genops does) and throws
+/// ValueError "<where>: <what>" at the first opcode that is unknown, whose argument runs past the end,
+/// or whose memo index could not have been written by a pickle of this size. LibTorch's unpickler trusts
+/// a stored length: a damaged one made it allocate gigabytes (and take seconds) before failing.
+inline void check_pickle(const std::string& where, const unsigned char* p, std::size_t n) {
+  auto fail = [&](std::size_t at, const std::string& what) {
+    throw ValueError(where + ": not an osteonet checkpoint (damaged pickle: " + what + " at byte " + std::to_string(at) +
+                     " of " + std::to_string(n) + ")");
+  };
+  auto le = [&](std::size_t at, int bytes) {
+    uint64_t v = 0;
+    for (int b = bytes - 1; b >= 0; --b) v = (v << 8) | p[at + b];
+    return v;
+  };
+  std::size_t i = 0;
+  while (i < n) {
+    const std::size_t at = i;
+    const unsigned char op = p[i++];
+    int fixed = -1;   // bytes of a fixed-size argument
+    int counted = 0;  // bytes of a length prefix, followed by that many bytes
+    int lines = 0;    // newline-terminated arguments
+    bool memo = false;
+    switch (op) {
+      case '.':
+        return;  // STOP
+      case '(': case '0': case '1': case '2': case 'N': case 0x88: case 0x89: case '}': case ']': case ')':
+      case 't': case 0x85: case 0x86: case 0x87: case 'a': case 'e': case 'd': case 'l': case 's': case 'u':
+      case 'b': case 'R': case 0x81: case 0x92: case 'Q': case 0x8f: case 0x90: case 0x91: case 0x93: case 0x94:
+      case 'o': case 0x97: case 0x98:
+        fixed = 0;
+        break;
+      case 'K': case 0x80: case 0x82: fixed = 1; break;
+      case 'M': case 0x83: fixed = 2; break;
+      case 'J': case 0x84: fixed = 4; break;
+      case 'G': case 0x95: fixed = 8; break;
+      case 'q': case 'h': fixed = 1, memo = true; break;
+      case 'r': case 'j': fixed = 4, memo = true; break;
+      case 0x8a: case 'U': case 'C': case 0x8c: counted = 1; break;
+      case 0x8b: case 'T': case 'B': case 'X': counted = 4; break;
+      case 0x8e: case 0x8d: case 0x96: counted = 8; break;
+      case 'I': case 'L': case 'F': case 'S': case 'V': case 'P': case 'g': case 'p': lines = 1; break;
+      case 'c': case 'i': lines = 2; break;
+      default: {
+        char hex[8];
+        std::snprintf(hex, sizeof hex, "0x%02x", op);
+        fail(at, std::string("unknown opcode ") + hex);
+      }
+    }
+    if (fixed >= 0) {
+      if (n - i < static_cast<std::size_t>(fixed)) fail(at, "an argument past the end");
+      // Every memo entry costs its PUT at least two bytes: an index beyond n / 2 is damage.
+      if (memo && le(i, fixed) > n / 2) fail(at, "memo index " + std::to_string(le(i, fixed)));
+      i += fixed;
+    } else if (counted > 0) {
+      if (n - i < static_cast<std::size_t>(counted)) fail(at, "a length past the end");
+      const uint64_t len = le(i, counted);
+      i += counted;
+      if (len > n - i) fail(at, "a length of " + std::to_string(len) + " bytes past the end");
+      i += len;
+    } else {
+      for (int k = 0; k < lines; ++k) {
+        const void* nl = std::memchr(p + i, '\n', n - i);
+        if (nl == nullptr) fail(at, "an unterminated argument");
+        i = static_cast<const unsigned char*>(nl) - p + 1;
+      }
+    }
+  }
+  fail(n, "no STOP opcode");
+}
+
+/// check_pickle on the archive's data.pkl record.
+inline void check_archive_pickle(const std::string& where, const std::vector<char>& bytes) {
+  at::DataPtr data;
+  std::size_t size = 0;
+  try {
+    caffe2::serialize::PyTorchStreamReader reader(
+        std::make_shared<caffe2::serialize::MemoryReadAdapter>(bytes.data(), static_cast<off_t>(bytes.size())));
+    std::tie(data, size) = reader.getRecord("data.pkl");
+  } catch (const c10::Error& e) {
+    std::string msg = e.what_without_backtrace();
+    throw ValueError(where + ": not an osteonet checkpoint (damaged zip archive: " + shorten(msg.substr(0, msg.find('\n')), 200) + ")");
+  }
+  check_pickle(where, static_cast<const unsigned char*>(data.get()), size);
+}
+}  // namespace detail
+
 /// The checkpoint dict held by `bytes` (a file's content; `path` names it in errors), checked as
 /// read_checkpoint checks a file: what the libFuzzer target (tests/fuzz/cpp) feeds with mutated bytes.
 inline c10::impl::GenericDict parse_checkpoint(const std::string& path, const std::vector<char>& bytes) {
   check_checkpoint_bytes(path, bytes);
+  detail::check_archive_pickle("checkpoint " + path, bytes);
   c10::IValue v;
   try {
     v = torch::pickle_load(bytes);
