@@ -101,12 +101,18 @@ fuzz: install
 	$(PY) tests/fuzz/campaign.py checkpoints --n 10000 --out tests/fuzz/results/checkpoints.json
 	$(PY) tests/fuzz/campaign.py garbage --n 10000 --out tests/fuzz/results/garbage.json
 
-# libFuzzer + AddressSanitizer + UndefinedBehaviorSanitizer on the C++ checkpoint reader (parse_checkpoint),
-# seeded with a valid checkpoint; ASAN_SECONDS of fuzzing (by hand; not in `make test`, see docs/reliability.md).
+# AddressSanitizer + UndefinedBehaviorSanitizer (clang): the C++ doctest suite built and run under them, then
+# libFuzzer on the C++ checkpoint reader (parse_checkpoint) seeded with a valid checkpoint for ASAN_SECONDS
+# (by hand, about 40 minutes on 2 cores; not in `make test`, see docs/reliability.md).
 ASAN_SECONDS ?= 300
 ASAN_BUILD := $(BUILD)/asan
+ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 test-asan: install
 	@command -v clang++ >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang; }
+	CXX=clang++ cmake -S . -B $(ASAN_BUILD)/tests -G Ninja -DCMAKE_BUILD_TYPE=Debug -DOSTEONET_BUILD_BENCHMARKS=OFF \
+	  -DOSTEONET_BUILD_EXAMPLES=OFF "-DCMAKE_CXX_FLAGS=$(ASAN_FLAGS)" -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=address,undefined
+	cmake --build $(ASAN_BUILD)/tests -j $(JOBS)
+	cd $(ASAN_BUILD)/tests && ASAN_OPTIONS=detect_leaks=0 ctest --output-on-failure
 	@mkdir -p $(ASAN_BUILD)/corpus $(ASAN_BUILD)/crashes
 	$(PY) -c "import torch, osteonet.train as t; torch.manual_seed(0); t.save_checkpoint('$(ASAN_BUILD)/corpus/seed.pt', torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3)), epoch=1)"
 	clang++ -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \

@@ -115,13 +115,15 @@ class FasterRCNNImpl : public torch::nn::Cloneable<FasterRCNNImpl>, public core:
       return transform->forward(images, targets ? &t : nullptr);
     }();
     auto features = features_fn ? (*features_fn)(list.tensors) : backbone->forward(list.tensors);
-    auto [proposals, rpn_losses] = [&] {
+    // (a named pair, not a structured binding: C++17 lambdas cannot capture one, and clang refuses it)
+    const auto rpn_out = [&] {
       RECORD_USER_SCOPE("osteonet::detector.rpn");
       return rpn->forward(list, features, targets ? &t : nullptr);
     }();
+    const auto& rpn_losses = rpn_out.second;
     auto [dets, det_losses] = [&] {
       RECORD_USER_SCOPE("osteonet::detector.roi_heads");
-      return roi_heads->forward(features, proposals, list.image_sizes, targets ? &t : nullptr);
+      return roi_heads->forward(features, rpn_out.first, list.image_sizes, targets ? &t : nullptr);
     }();
     DetectorOutput out;
     if (is_training()) {
