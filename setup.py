@@ -11,6 +11,11 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 # Eigen (Debian's libeigen3-dev) installs its headers under include/eigen3.
 EIGEN = [d for d in ("/usr/include/eigen3", "/usr/local/include/eigen3") if os.path.isdir(d)]
 
+# The torch this build links: osteonet/__init__.py refuses to import under another one (one clear line,
+# not a symbol error from the dynamic loader or a silent ABI mismatch).
+with open(os.path.join(ROOT, "python", "osteonet", "_build_info.py"), "w") as f:
+    f.write(f'"""Written by setup.py: the torch osteonet._core was built against."""\nTORCH_VERSION = {torch.__version__!r}\n')
+
 # The runtime's CUDA graphs (include/osteonet/runtime) compile only against a LibTorch with CUDA.
 WITH_CUDA = torch.version.cuda is not None and CUDA_HOME is not None
 Extension = CUDAExtension if WITH_CUDA else CppExtension

@@ -2,6 +2,14 @@
 
 import torch  # noqa: F401  (must be imported before the extension, which links LibTorch)
 
+try:  # written by setup.py at build time
+    from ._build_info import TORCH_VERSION as _BUILT_WITH
+except ImportError:  # a source tree without a build: importing the extension below says what is missing
+    _BUILT_WITH = None
+if _BUILT_WITH is not None and _BUILT_WITH.split("+")[0] != torch.__version__.split("+")[0]:
+    raise ImportError(f"osteonet was built against torch {_BUILT_WITH}, but torch {torch.__version__} is installed; "
+                      "rebuild it against this torch: pip install --no-build-isolation --no-deps .")
+
 from . import _core
 from . import clinical
 from . import metrics

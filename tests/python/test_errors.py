@@ -94,3 +94,18 @@ def test_torch_errors_are_one_line_runtime_errors():
     with pytest.raises((RuntimeError, NotImplementedError)) as e:
         m(torch.randn(1, 3, 64, 64).to_sparse())  # passes osteonet's checks, fails inside LibTorch
     one_line(e)
+
+
+def test_another_torch_than_the_build_is_refused_at_import():
+    import subprocess
+    import sys
+
+    from osteonet._build_info import TORCH_VERSION
+
+    assert TORCH_VERSION.split("+")[0] == torch.__version__.split("+")[0]
+    code = "import torch; torch.__version__ = '9.9.9'; import osteonet"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    last = r.stderr.strip().splitlines()[-1]
+    assert last == (f"ImportError: osteonet was built against torch {TORCH_VERSION}, but torch 9.9.9 is installed; "
+                    "rebuild it against this torch: pip install --no-build-isolation --no-deps .")
