@@ -206,3 +206,16 @@ def test_launch_and_environment_errors(monkeypatch):
     with pytest.raises(ValueError, match="WORLD_SIZE=2 is set but RANK, MASTER_ADDR, MASTER_PORT is not"):
         fit_tiny(B, 1)
 
+
+def test_osteonet_train_nproc_2_end_to_end(tmp_path, capsys):
+    data, run = str(tmp_path / "data"), str(tmp_path / "run")
+    assert main(["synth", "--example", "classification", "--out", data]) == 0
+    args = ["train", "--task", "classification", "--data", data, "--out", run, "--quiet", "--model", "dxa_cnn21",
+            "--epochs", "2", "--image-size", "32", "--batch-size", "2", "--nproc", "2"]
+    assert main(args) == 0
+    card = json.load(open(os.path.join(run, "model.json")))
+    assert card["status"] == "trained" and card["checkpoints"] == {"classifier": "classifier/last.pt"}
+    assert os.path.exists(os.path.join(run, "metrics.json")) and os.path.exists(os.path.join(run, "classifier", "last.pt"))
+    assert len(torch.load(os.path.join(run, "classifier", "last.pt"))["rng_ranks"]) == 2
+    assert main(args) == 2  # a run folder that holds files: refused on every rank, one line
+    assert "already holds files" in capsys.readouterr().err
