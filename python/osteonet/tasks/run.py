@@ -65,7 +65,7 @@ def train(task: str, data: str, out: str, options: Optional[Dict[str, Any]] = No
                 k = changed[0]
                 raise ValueError(f"train --resume: {out} was started with other settings, got {k}={request[k]!r} "
                                  f"where the run has {k}={before[k]!r}")
-    distributed.init_from_env()  # torchrun / SLURM: join the group before deciding who writes
+    distributed.init_from_env("gloo")  # torchrun / SLURM: join before deciding who writes (tasks train on the CPU)
     distributed.barrier()  # every rank has looked at `out` before rank 0 writes there
     main = distributed.is_main_process()
     progress = progress and main

@@ -58,10 +58,11 @@ def barrier() -> None:
         dist.barrier()
 
 
-def init_from_env(timeout: float = DEFAULT_TIMEOUT) -> int:
+def init_from_env(backend: Optional[str] = None, timeout: float = DEFAULT_TIMEOUT) -> int:
     """Joins the process group torchrun / SLURM describe in the environment (``WORLD_SIZE`` > 1 with
-    ``RANK``, ``MASTER_ADDR``, ``MASTER_PORT``; ``LOCAL_RANK`` picks the GPU) unless one is already
-    initialised; NCCL where CUDA is, gloo otherwise. Returns the world size (1: a single process)."""
+    ``RANK``, ``MASTER_ADDR``, ``MASTER_PORT``; under NCCL ``LOCAL_RANK`` picks the GPU) unless one is
+    already initialised. ``backend``: ``"gloo"`` for models on the CPU, ``"nccl"`` for models on a GPU
+    (None: NCCL where CUDA is). Returns the world size (1: a single process)."""
     if _active():
         return dist.get_world_size()
     size = int(os.environ.get("WORLD_SIZE", "1") or 1)
@@ -73,7 +74,7 @@ def init_from_env(timeout: float = DEFAULT_TIMEOUT) -> int:
                          "by your SLURM script from SLURM_PROCID and the first node's address)")
     if not dist.is_available():
         raise RuntimeError(f"distributed: WORLD_SIZE={size} is set but this torch has no torch.distributed")
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend, init_method="env://", timeout=datetime.timedelta(seconds=timeout))
@@ -265,8 +266,12 @@ def launch(fn: Callable, nproc: int, args: Sequence[Any] = (), kwargs: Optional[
             for p in procs:
                 p.start()
             failed: List[str] = []
-            while not failed and any(p.exitcode is None for p in procs):
-                multiprocessing.connection.wait([p.sentinel for p in procs if p.exitcode is None])
+            while not failed:
+                # one look at who is alive: a rank may exit between two looks, and wait([]) never returns
+                alive = [p for p in procs if p.exitcode is None]
+                if not alive:
+                    break
+                multiprocessing.connection.wait([p.sentinel for p in alive], timeout=5.0)
                 for p in procs:
                     p.join(0)
                 # a signal is the cause; a peer's error ("connection closed") is its consequence

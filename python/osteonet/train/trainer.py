@@ -270,7 +270,7 @@ class Trainer:
         resumed after an interruption ends exactly as an uninterrupted one.
 
         Under a process group (see the class docstring) every rank calls ``fit`` with the same arguments."""
-        ranks = distributed.init_from_env()
+        ranks = distributed.init_from_env("nccl" if self.device.type == "cuda" else "gloo")
         main = distributed.is_main_process()
         if self.out_dir:
             os.makedirs(self.out_dir, exist_ok=True)
