@@ -154,7 +154,7 @@ def test_an_osteonet_model_with_frozen_batchnorm_on_two_ranks_equals_one_rank(tm
 
 
 def die_at_step_2(how):
-    """Rank 1 kills itself (SIGKILL) or raises at its second step; rank 0 is then waiting on it."""
+    """Rank 1 kills itself (SIGKILL), raises or hangs at its second step; rank 0 is then waiting on it."""
     steps = []
 
     def step(model, batch):
@@ -162,6 +162,8 @@ def die_at_step_2(how):
         if distributed.rank() == 1 and len(steps) == 2:
             if how == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
+            if how == "hang":
+                time.sleep(300)
             raise ValueError("a broken sample")
         return mse_step(model, batch)
 
@@ -170,14 +172,17 @@ def die_at_step_2(how):
     trainer.fit(DataLoader(tiny_data(), batch_size=B, shuffle=True), step)
 
 
-@pytest.mark.parametrize("how, message", [("kill", r"^launch: rank 1 was killed by signal SIGKILL \(exit code -9\); "),
-                                          ("raise", r"^launch: rank 1 raised ValueError: a broken sample; ")])
-def test_a_dying_rank_stops_the_run_with_one_line(how, message):
+@pytest.mark.parametrize("how, timeout, message", [
+    ("kill", 60, r"^launch: rank 1 was killed by signal SIGKILL \(exit code -9\); "),
+    ("raise", 60, r"^launch: rank 1 raised ValueError: a broken sample; "),
+    # a rank that hangs without dying: its peer's collective times out (the process group's timeout)
+    ("hang", 3, r"^launch: rank 0 raised RuntimeError: .*[Tt]imed out.*; ")])
+def test_a_dying_rank_stops_the_run_with_one_line(how, timeout, message):
     t0 = time.monotonic()
     with pytest.raises(RuntimeError, match=message) as e:
-        ot.launch(die_at_step_2, 2, (how,), timeout=60)
+        ot.launch(die_at_step_2, 2, (how,), timeout=timeout)
     assert "\n" not in str(e.value) and "the run was stopped" in str(e.value)
-    assert time.monotonic() - t0 < 45  # no hang (the process group's timeout would be 60 s)
+    assert time.monotonic() - t0 < 45  # no hang (the 60 s timeouts are not what stops the first two)
 
 
 def test_loaders_that_cannot_be_split_by_rank_are_refused():
