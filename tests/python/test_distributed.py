@@ -224,3 +224,8 @@ def test_osteonet_train_nproc_2_end_to_end(tmp_path, capsys):
     assert len(torch.load(os.path.join(run, "classifier", "last.pt"))["rng_ranks"]) == 2
     assert main(args) == 2  # a run folder that holds files: refused on every rank, one line
     assert "already holds files" in capsys.readouterr().err
+    before = open(os.path.join(run, "classifier", "log.csv")).read()
+    assert main(args + ["--resume"]) == 0  # a finished run: every rank loads last.pt, nothing trains again
+    assert open(os.path.join(run, "classifier", "log.csv")).read() == before
+    assert main(args[:-1] + ["1", "--resume"]) == 2  # its checkpoints are 2 ranks'
+    assert "written by a run of 2 process(es), this run has 1; resume it with as many (--nproc 2)" in capsys.readouterr().err
