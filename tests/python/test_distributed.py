@@ -6,7 +6,8 @@ hand as torchrun would) ends as the uninterrupted run; a killed or failing rank 
 The reference run of 1 rank draws its batches with a DistributedSampler of one replica, so that its batch
 k is the union of the 2 ranks' batches k. BatchNorm: DDP does not synchronise batch statistics (each
 rank normalises by its own half batch), so the osteonet model is compared with frozen BatchNorm
-(freeze_bn=True); the tiny model has none.
+(freeze_bn=True) against the doubled batch, and in training mode against one process that normalises
+each half batch by itself; the tiny model has none.
 """
 
 import json
@@ -25,6 +26,7 @@ from osteonet.cli import main
 from osteonet.train import distributed
 
 N, FEATURES, B = 32, 6, 4  # 32 samples, per-rank batch 4: 4 steps an epoch on 2 ranks
+LR = 0.01  # resnet18: small enough that BatchNorm in training mode on batches of 2 does not blow the weights up
 
 
 def tiny_data():
@@ -132,25 +134,45 @@ def test_resume_on_two_ranks_ends_as_the_uninterrupted_run(tmp_path):
     assert_same_weights(resumed[0], reference(4)[0], atol=1e-6)
 
 
-def fit_resnet(batch_size, steps, sampler_seed=None):
-    """An osteonet model from the registry (resnet18, 1 channel, 2 classes) with frozen BatchNorm."""
+def per_half_step(model, batch):
+    """One process doing what 2 ranks of DDP do with BatchNorm in training mode: each half of the batch
+    (rank r's samples are positions r, r+2, ... of the one-replica batch) normalised by itself, the
+    two losses averaged."""
+    x, y = batch
+    ce = torch.nn.functional.cross_entropy
+    return (ce(model(x[0::2]), y[0::2]) + ce(model(x[1::2]), y[1::2])) / 2
+
+
+def fit_resnet(batch_size, freeze_bn, sampler_seed=None, step=None):
+    """An osteonet model from the registry (resnet18, 1 channel, 2 classes), 2 steps on 64x64 inputs."""
     torch.manual_seed(0)
     model = osteonet.create_model("resnet18", num_classes=2, in_chans=1)
     g = torch.Generator().manual_seed(4)
-    ds = TensorDataset(torch.randn(steps * 4, 1, 32, 32, generator=g), torch.randint(0, 2, (steps * 4,), generator=g))
+    ds = TensorDataset(torch.randn(8, 1, 64, 64, generator=g), torch.randint(0, 2, (8,), generator=g))
     sampler = None if sampler_seed is None else DistributedSampler(ds, num_replicas=1, rank=0, seed=sampler_seed)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=sampler is None, sampler=sampler)
-    opt = ot.create_optimizer("sgd", model, lr=0.05, momentum=0.9)
-    ot.Trainer(model, opt, epochs=1, seed=2, freeze_bn=True, progress=False).fit(loader, ot.classification_step())
-    return {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
+    opt = ot.create_optimizer("sgd", model, lr=LR, momentum=0.0)
+    trainer = ot.Trainer(model, opt, epochs=1, seed=2, freeze_bn=freeze_bn, progress=False)
+    trainer.fit(loader, step or ot.classification_step())
+    return {k: v for k, v in model.state_dict().items() if v.is_floating_point() and "running" not in k}
 
 
-def test_an_osteonet_model_with_frozen_batchnorm_on_two_ranks_equals_one_rank(tmp_path):
-    two = ot.launch(fit_resnet, 2, (2, 2))
-    one = fit_resnet(4, 2, sampler_seed=2)
-    assert_same_weights(two, one, atol=2e-5)
-    start = osteonet.create_model("resnet18", num_classes=2, in_chans=1).state_dict()
-    assert not torch.allclose(two["fc.weight"], start["fc.weight"])  # it did train
+def fit_resnet_both(batch_size):
+    return fit_resnet(batch_size, True), fit_resnet(batch_size, False)
+
+
+def test_an_osteonet_model_on_two_ranks_equals_one_rank_with_batchnorm_frozen_or_per_half(tmp_path):
+    frozen, training = ot.launch(fit_resnet_both, 2, (2,))
+    # frozen BatchNorm: the same as one process with the doubled batch
+    assert_same_weights(frozen, fit_resnet(4, True, sampler_seed=2), atol=2e-5)
+    torch.manual_seed(0)
+    start = osteonet.create_model("resnet18", num_classes=2, in_chans=1).state_dict()  # fit_resnet's start
+    assert not torch.allclose(frozen["fc.weight"], start["fc.weight"])  # it did train
+    # BatchNorm in training mode: DDP does not synchronise batch statistics, so 2 ranks equal one process
+    # normalising each half batch by itself, and not one normalising the whole batch
+    assert_same_weights(training, fit_resnet(4, False, sampler_seed=2, step=per_half_step), atol=2e-5)
+    whole = fit_resnet(4, False, sampler_seed=2)
+    assert max(float((training[k] - whole[k]).abs().max()) for k in whole) > 1e-3
 
 
 def die_at_step_2(how):
