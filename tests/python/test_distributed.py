@@ -54,7 +54,8 @@ def val_fn(model, epoch):
 
 
 def fit_tiny(batch_size, epochs, out_dir=None, resume=False, loader=None):
-    """Rank code: the tiny model trained by the Trainer; returns (weights, history, the next random draw)."""
+    """Rank code: the tiny model trained by the Trainer; returns (weights, history, every rank's next random
+    draw, in rank order)."""
     ds = tiny_data()
     model = tiny_model()
     loader = loader or DataLoader(ds, batch_size=batch_size, shuffle=True)
@@ -62,7 +63,7 @@ def fit_tiny(batch_size, epochs, out_dir=None, resume=False, loader=None):
     trainer = ot.Trainer(model, opt, "constant", epochs=epochs, seed=5, out_dir=out_dir, progress=True,
                          monitor="val_loss", keep_best=False)
     history = trainer.fit(loader, mse_step, val_fn, resume=resume)
-    return model.state_dict(), history, float(torch.rand(()))
+    return model.state_dict(), history, distributed.all_gather(float(torch.rand(())))
 
 
 def reference(epochs):
@@ -120,17 +121,22 @@ def test_resume_on_two_ranks_ends_as_the_uninterrupted_run(tmp_path):
     ctx = torch.multiprocessing.get_context("spawn")
     port = distributed._free_port()
     procs = [ctx.Process(target=run_as_torchrun, args=(r, 2, port, out, 2)) for r in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-    assert [p.exitcode for p in procs] == [0, 0]
+    try:
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(120)
+        assert [p.exitcode for p in procs] == [0, 0]
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
     assert json.load(open(os.path.join(out, "metrics.json")))["epochs"] == 2
     resumed = ot.launch(fit_tiny, 2, (B, 4, out, True))
     whole = ot.launch(fit_tiny, 2, (B, 4, str(tmp_path / "whole")))
     assert_same_weights(resumed[0], whole[0], atol=0)
     assert [r["train_loss"] for r in resumed[1]] == [r["train_loss"] for r in whole[1]]
-    assert resumed[2] == whole[2]  # rank 0's generator continues where the uninterrupted run's is
+    assert resumed[2] == whole[2] and resumed[2][0] != resumed[2][1]  # each rank's own generators continue
     assert_same_weights(resumed[0], reference(4)[0], atol=1e-6)
 
 
@@ -223,6 +229,8 @@ def test_loaders_that_cannot_be_split_by_rank_are_refused():
 def test_launch_and_environment_errors(monkeypatch):
     with pytest.raises(ValueError, match="nproc must be an int >= 1, got nproc=0"):
         ot.launch(fit_tiny, 0)
+    with pytest.raises(ValueError, match="threads must be an int >= 1 .* got threads=0"):
+        ot.launch(fit_tiny, 2, threads=0)
     if torch.cuda.device_count() < 2:
         with pytest.raises(ValueError, match="nccl needs a GPU per rank"):
             ot.launch(fit_tiny, 2, backend="nccl")

@@ -256,6 +256,8 @@ def launch(fn: Callable, nproc: int, args: Sequence[Any] = (), kwargs: Optional[
         raise ValueError(f"launch: nccl needs a GPU per rank, got nproc={nproc} and {gpus} GPU(s)")
     if threads is None:
         threads = max(1, (os.cpu_count() or 1) // nproc)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"launch: threads must be an int >= 1 (torch threads per rank), got threads={threads!r}")
     ctx = torch.multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="osteonet-launch-") as folder:
         port = _free_port()
