@@ -246,7 +246,8 @@ class ClassificationTask(Task):
         history = trainer.fit(loader, ot.classification_step(), eval_fn, resume=resume)
         from .. import figures
 
-        figures.training_curves_png(os.path.join(run_dir, "training_curves.png"), history)
+        if ot.distributed.is_main_process():
+            figures.training_curves_png(os.path.join(run_dir, "training_curves.png"), history)
         bundle = {"model": model.eval(), "classes": classes, "image_size": o["image_size"], "window": list(window)}
         part = {"init_weights": init, "architecture": {"classifier": arch}, "classes": classes,
                 "preprocessing": {"image_size": o["image_size"], "window": list(window), "grey": True,

@@ -45,13 +45,18 @@ def _print_json(obj: Any) -> None:
 
 
 def _train(a) -> int:
+    from ..train import launch
     from . import get_task, run
 
     task = get_task(a.task)
     where = f"train --task {a.task}"
     options = _settings(task, a, task.options, where)
-    card = run.train(a.task, a.data, a.out, options, seed=a.seed, test_fraction=a.test_fraction, resume=a.resume,
-                     progress=not a.quiet, command="osteonet " + " ".join(shlex.quote(v) for v in sys.argv[1:]))
+    if a.nproc < 1:
+        raise ValueError(f"{where}: --nproc must be >= 1, got --nproc {a.nproc}")
+    kwargs = dict(seed=a.seed, test_fraction=a.test_fraction, resume=a.resume, progress=not a.quiet,
+                  command="osteonet " + " ".join(shlex.quote(v) for v in sys.argv[1:]))
+    # the tasks train on the CPU, so the ranks talk over gloo even where there is a GPU
+    card = launch(run.train, a.nproc, (a.task, a.data, a.out, options), kwargs, backend="gloo")
     with open(f"{a.out}/metrics.json") as f:
         metrics = json.load(f)
     line = task.headline(metrics)
@@ -118,6 +123,8 @@ def register_train(sub) -> None:
     t.add_argument("--test-fraction", type=float, default=0.2, help="share of the groups (patients) held out")
     t.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     t.add_argument("--quiet", action="store_true")
+    t.add_argument("--nproc", type=int, default=1, help="train on N processes of this machine (DistributedDataParallel, "
+                                                        "gloo); --batch-size is per process")
     _common(t)
     t.set_defaults(fn=_train)
 

@@ -141,7 +141,8 @@ class DetectionTask(Task):
                              clip_grad_norm=o["clip_grad_norm"], out_dir=self.stage_dir(run_dir, "detector"), seed=seed,
                              progress=progress)
         history = trainer.fit(loader, ot.detection_step, resume=resume)
-        figures.training_curves_png(os.path.join(run_dir, "training_curves.png"), history)
+        if ot.distributed.is_main_process():
+            figures.training_curves_png(os.path.join(run_dir, "training_curves.png"), history)
         bundle = {"model": model.eval(), "classes": samples.info["classes"], "score_threshold": o["score_threshold"]}
         part = {"init_weights": init, "architecture": {"detector": arch}, "classes": samples.info["classes"],
                 "preprocessing": {"image": "grey replicated to 3 channels in [0, 1]; DICOM: HU, bone window 400/1800",

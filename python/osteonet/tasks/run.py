@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from .. import _core
 from ..io import remove_stale_temporaries, write_json
+from ..train import distributed
 from . import get_task
 from .card import CARD_NAME, find_card, save_card, synthetic_notice
 from .layout import provenance
@@ -39,7 +40,11 @@ def train(task: str, data: str, out: str, options: Optional[Dict[str, Any]] = No
           command: Optional[str] = None) -> Dict[str, Any]:
     """Trains ``task`` on the folder ``data`` into the run folder ``out``: split by group (patient / source
     id) into training and test parts, train every stage, evaluate on the test part (``metrics.json``,
-    ``predictions.json``, pictures) and write the model card. Returns the card."""
+    ``predictions.json``, pictures) and write the model card. Returns the card.
+
+    Under a process group (``osteonet train --nproc N``, :func:`osteonet.train.launch`, torchrun) every rank
+    calls it: the stages train with DistributedDataParallel, rank 0 alone writes and evaluates (the other
+    ranks return the card after training)."""
     t = get_task(task)
     opts = t.resolve(dict(options or {}), where=f"train --task {task}")
     if not 0.0 < test_fraction < 1.0:
@@ -47,7 +52,8 @@ def train(task: str, data: str, out: str, options: Optional[Dict[str, Any]] = No
     data, out = os.fspath(data), os.fspath(out)
     card_path = os.path.join(out, CARD_NAME)
     request = {"task": task, "data": os.path.abspath(data), "options": opts, "seed": seed, "test_fraction": test_fraction}
-    if os.path.isdir(out) and os.listdir(out):
+    continuing = os.path.isdir(out) and bool(os.listdir(out))
+    if continuing:
         if not resume:
             raise ValueError(f"train: {out} already holds files; pass --resume to continue that run, or choose a new --out")
         if os.path.exists(card_path):
@@ -59,6 +65,11 @@ def train(task: str, data: str, out: str, options: Optional[Dict[str, Any]] = No
                 k = changed[0]
                 raise ValueError(f"train --resume: {out} was started with other settings, got {k}={request[k]!r} "
                                  f"where the run has {k}={before[k]!r}")
+    distributed.init_from_env("gloo")  # torchrun / SLURM: join before deciding who writes (tasks train on the CPU)
+    distributed.barrier()  # every rank has looked at `out` before rank 0 writes there
+    main = distributed.is_main_process()
+    progress = progress and main
+    if continuing and main:
         remove_stale_temporaries(out)
     os.makedirs(out, exist_ok=True)
     t0 = time.time()
@@ -72,11 +83,14 @@ def train(task: str, data: str, out: str, options: Optional[Dict[str, Any]] = No
                             "command": command, "request": request, "training_data": info,
                             "split": {"seed": seed, "test_fraction": test_fraction, "by": samples.group_column or "sample",
                                       "test": [samples.ids[i] for i in te]}}
-    save_card(out, card)
+    if main:
+        save_card(out, card)
     _log(progress, f"{task}: {len(tr)} training and {len(te)} test samples from {data} "
                    f"({'split by ' + samples.group_column if samples.group_column else 'no group ids: split by sample'})")
     bundle, part = t.fit(samples, tr, opts, out, seed, resume, progress)
     card.update(part)
+    if not main:
+        return card
     card["baseline"] = t.baseline_facts(samples, tr)
     metrics, preds = t.evaluate(bundle, samples, te, out, seed=seed, baseline=card["baseline"])
     metrics = {"task": task, "split": "test", "data": os.path.abspath(data), "n": len(te), **metrics}

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import metrics as om
+from ..train.distributed import is_main_process
 from .base import Option, Samples, Task
 from .inputs import Scan, input_name, read_mask, read_scan, to_unit, write_mask_nifti, write_mask_png
 from .layout import group_column, groups_of, image_shape, label_table, manifest, where
@@ -296,7 +297,8 @@ class SegmentationTask(Task):
                                                             one_size=False)
         # trivial baseline: every pixel gets the label most training masks have there
         counts = torch.stack([(ys == k).sum(0) for k in range(len(table))])
-        write_mask_png(os.path.join(run_dir, "baseline_mask.png"), counts.argmax(0).numpy())
+        if is_main_process():
+            write_mask_png(os.path.join(run_dir, "baseline_mask.png"), counts.argmax(0).numpy())
         bundle = {"model": model, "labels": table, "image_size": o["image_size"], "window": list(window),
                   "baseline_mask": counts.argmax(0).numpy()}
         part = {"architecture": {"segmenter": arch}, "labels": {str(k): v for k, v in table.items()},

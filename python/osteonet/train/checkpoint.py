@@ -4,7 +4,8 @@ A checkpoint is ``torch.save`` of one dict: ``osteonet_checkpoint`` (format vers
 ("python"/"c++"), ``epoch``, ``model`` (state_dict), ``optimizer`` (torch.optim state_dict here; a
 byte tensor from C++), ``schedule`` (the schedule's numbers), ``rng`` (torch, CUDA, NumPy and Python
 generator states as tensors and numbers, so C++'s torch::pickle_load reads the file too), ``extra``
-(early stopping, ...), ``history`` (the epoch log) and, with mixed precision on CUDA, ``scaler``.
+(early stopping, ...), ``history`` (the epoch log), with mixed precision on CUDA ``scaler`` and, from a
+run of several processes, ``rng_ranks`` (every rank's ``rng``, in rank order; ``rng`` is rank 0's).
 
 Integrity (format 2): ``checksums`` holds ``{"model": {name: SHA-256}}`` (C++'s ``tensor_sha256``: dtype,
 shape and values of each tensor) and, for a checkpoint that stores a model card (``card_key``, e.g. the
@@ -125,9 +126,10 @@ def set_rng_state(state: Dict[str, Any], generators: Sequence[torch.Generator] =
 def save_checkpoint(path: str, model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
                     schedule: Any = None, epoch: int = 0, extra: Optional[Dict[str, float]] = None,
                     history: Optional[List[Dict[str, float]]] = None, scaler: Any = None,
-                    generators: Sequence[torch.Generator] = ()) -> None:
+                    generators: Sequence[torch.Generator] = (), rng_ranks: Optional[List[Dict[str, Any]]] = None) -> None:
     """Saves everything a run needs to continue exactly, atomically (see the module docstring);
-    ``generators``: extra torch generators (a sampler's) saved with the global ones."""
+    ``generators``: extra torch generators (a sampler's) saved with the global ones; ``rng_ranks``: every
+    rank's :func:`rng_state` in a run of several processes."""
     state: Dict[str, Any] = {
         "osteonet_checkpoint": CHECKPOINT_VERSION,
         "writer": "python",
@@ -142,6 +144,8 @@ def save_checkpoint(path: str, model: torch.nn.Module, optimizer: Optional[torch
         state["optimizer"] = optimizer.state_dict()
     if scaler is not None and scaler.is_enabled():
         state["scaler"] = scaler.state_dict()
+    if rng_ranks:
+        state["rng_ranks"] = list(rng_ranks)
     write_bytes(path, serialize_checkpoint(state))
 
 
@@ -247,7 +251,8 @@ def load_checkpoint(path: str, model: Optional[torch.nn.Module] = None, optimize
                     map_location: Any = "cpu", generators: Sequence[torch.Generator] = ()) -> Dict[str, Any]:
     """Restores what :func:`save_checkpoint` (or the C++ trainer) saved into the given objects (each optional).
 
-    Returns ``{"epoch", "writer", "extra", "history"}``. A missing, empty, truncated or foreign file, or a
+    Returns ``{"epoch", "writer", "extra", "history", "rng_ranks"}`` (``rng_ranks``: every rank's generator
+    states from a run of several processes, else None). A missing, empty, truncated or foreign file, or a
     model state that does not fit ``model``, raises one ValueError naming the file.
     """
     state = _read(path, map_location)
@@ -273,7 +278,7 @@ def load_checkpoint(path: str, model: Optional[torch.nn.Module] = None, optimize
         except ValueError as e:
             raise ValueError(f"checkpoint {path}: {e}") from None
     return {"epoch": int(state["epoch"]), "writer": state.get("writer", "?"), "extra": dict(state.get("extra", {})),
-            "history": [dict(r) for r in state.get("history", [])]}
+            "history": [dict(r) for r in state.get("history", [])], "rng_ranks": state.get("rng_ranks")}
 
 
 def verify_file(path: str) -> Dict[str, Any]:

@@ -22,7 +22,8 @@ import torch
 
 from .. import _core
 from ..io import remove_stale_temporaries, write_json, write_text
-from .checkpoint import load_checkpoint, save_checkpoint
+from . import distributed
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .optim import get_lrs, make_schedule, set_lrs
 
 __all__ = ["Trainer", "seed_everything", "freeze_batchnorm", "detection_step", "classification_step"]
@@ -125,6 +126,17 @@ class Trainer:
 
     ``step_fn`` returns the loss, or ``(loss, n)`` to make the epoch's ``train_loss`` the mean weighted by
     ``n`` (e.g. samples per batch) instead of the mean over batches.
+
+    **Several processes** (:func:`osteonet.train.launch`, ``osteonet train --nproc N``, torchrun, SLURM):
+    when :meth:`fit` finds a process group (or joins the one ``RANK``/``WORLD_SIZE`` describe), ``step_fn``
+    gets the model wrapped in DistributedDataParallel (gradients averaged over the ranks), the loader is
+    replaced by the rank's share (:func:`osteonet.train.distributed.shard_loader`: a DistributedSampler
+    seeded with ``seed`` and the epoch; its ``batch_size`` is per rank), ``train_loss`` and ``eval_fn``'s
+    values are averaged over the ranks (so early stopping and the schedule decide alike everywhere), and
+    rank 0 alone prints and writes files; each rank's generators are checkpointed, and a resume needs the
+    same number of ranks. ``seed`` seeds rank ``r`` with ``seed + r`` (augmentations differ by rank).
+    BatchNorm statistics are not synchronised: each rank normalises by its own batch, and the running
+    statistics are rank 0's (DDP broadcasts its buffers).
     """
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule: Any = None, *,
@@ -161,21 +173,32 @@ class Trainer:
         self.stopped_early = False
         self._resumed = False
         self._best_state: Optional[Dict[str, torch.Tensor]] = None
+        self._net: torch.nn.Module = model  # what step_fn gets: the model, or its DDP wrapper inside fit
 
     # --------------------------------------------------------------------------------- checkpoints
     def state_extra(self) -> Dict[str, float]:
         return dict(self.early_stopping.state_dict())
 
     def save(self, path: str, resumable: bool = True) -> None:
-        """The run's state (``resumable=False``: without the optimiser's, as ``best.pt``, which holds weights)."""
-        save_checkpoint(path, self.model, self.optimizer if resumable else None, self.schedule, self.epoch,
-                        self.state_extra(), self.history, self.scaler if resumable else None, generators=self.generators)
+        """The run's state (``resumable=False``: without the optimiser's, as ``best.pt``, which holds weights).
+        Under several processes every rank calls it (their generators are gathered) and rank 0 writes."""
+        ranks = distributed.all_gather(rng_state(self.generators)) if distributed.world_size() > 1 else None
+        if distributed.is_main_process():
+            save_checkpoint(path, self.model, self.optimizer if resumable else None, self.schedule, self.epoch,
+                            self.state_extra(), self.history, self.scaler if resumable else None,
+                            generators=self.generators, rng_ranks=ranks)
 
     def resume(self, path: str) -> "Trainer":
         """Continues from a checkpoint exactly as an uninterrupted run would (model, optimiser, schedule,
         epoch, every generator, early stopping, log so far)."""
         info = load_checkpoint(path, self.model, self.optimizer, self.schedule, restore_rng=True, scaler=self.scaler,
                                generators=self.generators)
+        saved, size = info["rng_ranks"], distributed.world_size()
+        if len(saved or [None]) != size:
+            raise ValueError(f"Trainer.resume: {path} was written by a run of {len(saved or [None])} process(es), this "
+                             f"run has {size}; resume it with as many (--nproc {len(saved or [None])})")
+        if saved:
+            set_rng_state(saved[distributed.rank()], self.generators)
         self.epoch, self.history = info["epoch"], info["history"]
         if "early_stopping.best" in info["extra"]:
             self.early_stopping.load_state_dict(info["extra"])
@@ -194,7 +217,7 @@ class Trainer:
         return batch
 
     def _bar(self, loader: Iterable, desc: str):
-        if self.progress and sys.stderr.isatty():
+        if self.progress and sys.stderr.isatty() and distributed.is_main_process():
             try:
                 from tqdm import tqdm
 
@@ -213,7 +236,7 @@ class Trainer:
             batch = self._to_device(batch)
             self.optimizer.zero_grad(set_to_none=True)
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
-                out = step_fn(self.model, batch)
+                out = step_fn(self._net, batch)
             loss, w = out if isinstance(out, tuple) else (out, None)
             value = float(loss.detach())
             if not np.isfinite(value):
@@ -233,6 +256,8 @@ class Trainer:
             n += 1
         if n == 0:
             raise ValueError(f"Trainer: the loader gave no batch in epoch {self.epoch + 1}")
+        if self._net is not self.model:  # DDP: every rank's losses, so every rank logs and decides alike
+            total, weight = distributed.all_sum([total, weight])
         return total / weight
 
     def fit(self, train_loader: Iterable, step_fn: Callable = detection_step,
@@ -242,18 +267,59 @@ class Trainer:
 
         ``resume``: continue from ``out_dir/last.pt`` when it exists (:meth:`resume`); a run that had
         finished only gets its final state back (weights, generators, log), so a sequence of stages
-        resumed after an interruption ends exactly as an uninterrupted one."""
+        resumed after an interruption ends exactly as an uninterrupted one.
+
+        Under a process group (see the class docstring) every rank calls ``fit`` with the same arguments."""
+        ranks = distributed.init_from_env("nccl" if self.device.type == "cuda" else "gloo")
+        main = distributed.is_main_process()
         if self.out_dir:
             os.makedirs(self.out_dir, exist_ok=True)
-            remove_stale_temporaries(self.out_dir, recursive=False)
+            if main:
+                remove_stale_temporaries(self.out_dir, recursive=False)
             if resume and os.path.exists(os.path.join(self.out_dir, "last.pt")):
                 self.resume(os.path.join(self.out_dir, "last.pt"))
         elif resume:
             raise ValueError("Trainer.fit: resume=True needs out_dir (the folder holding last.pt), got out_dir=None")
         if self.seed is not None and self.epoch == 0 and not self._resumed:
-            seed_everything(self.seed, self.deterministic)
+            seed_everything(self.seed + (distributed.rank() if ranks > 1 else 0), self.deterministic)
+        sampler = getattr(train_loader, "sampler", None)
+        if ranks > 1:
+            train_loader = distributed.shard_loader(train_loader, self.seed or 0)
+            sampler = train_loader.sampler
+            self._net = self._wrap_ddp()
+        try:
+            self._epochs(train_loader, sampler, step_fn, eval_fn)
+        finally:
+            self._net = self.model
+        distributed.barrier()  # rank 0's files are whole before any rank reads best.pt or returns
+        if self.keep_best:
+            self.restore_best()
+        if self.out_dir and main:
+            final = {"epochs": self.epoch, "stopped_early": self.stopped_early, "monitor": self.monitor,
+                     "best": self.early_stopping.best if np.isfinite(self.early_stopping.best) else None,
+                     "best_epoch": self.best_epoch(), "last": self.history[-1] if self.history else None}
+            write_json(os.path.join(self.out_dir, "metrics.json"), final, indent=2)
+        return self.history
+
+    def _wrap_ddp(self) -> torch.nn.Module:
+        """The model in DistributedDataParallel (built after freezing BatchNorm: DDP expects a gradient for
+        every parameter that requires one when it is built)."""
+        if self.freeze_bn:
+            freeze_batchnorm(self.model)
+        if not any(p.requires_grad for p in self.model.parameters()):
+            raise ValueError("Trainer: under DistributedDataParallel the model needs a parameter that requires grad")
+        cuda = self.device.type == "cuda"
+        if cuda != (torch.distributed.get_backend() == "nccl"):
+            raise ValueError(f"Trainer: the model is on {self.device} but the process group's backend is "
+                             f"{torch.distributed.get_backend()} (nccl for CUDA, gloo for the CPU)")
+        ids = [self.device.index if self.device.index is not None else torch.cuda.current_device()] if cuda else None
+        return torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+
+    def _epochs(self, train_loader: Iterable, sampler: Any, step_fn: Callable, eval_fn: Optional[Callable]) -> None:
         while self.epoch < self.epochs and not self.stopped_early:
             t0 = time.perf_counter()
+            if hasattr(sampler, "set_epoch"):  # a DistributedSampler shuffles by epoch: a resume draws the same
+                sampler.set_epoch(self.epoch)
             set_lrs(self.optimizer, self.schedule.lrs)
             lr = get_lrs(self.optimizer)[0]
             train_loss = self.train_one_epoch(train_loader, step_fn)
@@ -262,8 +328,8 @@ class Trainer:
             if eval_fn is not None and (self.epoch % self.eval_every == 0 or self.epoch == self.epochs):
                 self.model.eval()
                 with torch.no_grad():
-                    for k, v in (eval_fn(self.model, self.epoch) or {}).items():
-                        rec[k] = float(v)
+                    values = {k: float(v) for k, v in (eval_fn(self.model, self.epoch) or {}).items()}
+                rec.update(distributed.all_mean(values, "Trainer: eval_fn") if self._net is not self.model else values)
             monitored = rec.get(self.monitor)
             improved = False
             if monitored is not None and np.isfinite(monitored):
@@ -279,14 +345,6 @@ class Trainer:
                 self.save(os.path.join(self.out_dir, "last.pt"))
                 if improved:
                     self.save(os.path.join(self.out_dir, "best.pt"), resumable=False)
-        if self.keep_best:
-            self.restore_best()
-        if self.out_dir:
-            final = {"epochs": self.epoch, "stopped_early": self.stopped_early, "monitor": self.monitor,
-                     "best": self.early_stopping.best if np.isfinite(self.early_stopping.best) else None,
-                     "best_epoch": self.best_epoch(), "last": self.history[-1] if self.history else None}
-            write_json(os.path.join(self.out_dir, "metrics.json"), final, indent=2)
-        return self.history
 
     def best_epoch(self) -> Optional[int]:
         """The epoch whose monitored value was the best (None before any)."""
@@ -308,6 +366,8 @@ class Trainer:
             self.model.load_state_dict(self._best_state)
 
     def _log(self, rec: Dict[str, float]) -> None:
+        if not distributed.is_main_process():
+            return
         if self.progress:
             print("  ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}" for k, v in rec.items()),
                   file=sys.stderr, flush=True)
