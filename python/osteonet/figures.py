@@ -68,7 +68,7 @@ def mask_overlay_png(path: str, images: Sequence[np.ndarray], truths: Sequence[n
         both = (np.asarray(truths[i]) > 0) | (np.asarray(preds[i]) > 0)
         if zoom_margin is not None and both.any():
             ys, xs = np.nonzero(both)
-            my, mx = zoom_margin * (ys.ptp() + 1) + 4, zoom_margin * (xs.ptp() + 1) + 4
+            my, mx = zoom_margin * (np.ptp(ys) + 1) + 4, zoom_margin * (np.ptp(xs) + 1) + 4
             ax.set_xlim(xs.min() - mx, xs.max() + mx)
             ax.set_ylim(ys.max() + my, ys.min() - my)
         for k in range(1, num_labels):
