@@ -76,6 +76,39 @@ def test_damaged_pickle_length_is_refused_before_unpickling(tmp_path):
     assert "bad.pt" in one_line(e)
 
 
+def _resave_with(path, out, edit):
+    """The checkpoint at ``path`` with ``edit(state)`` applied to its unverified parts (what a flipped byte in
+    the pickle or an RNG tensor does: the checkpoint campaign's cases 3518 and 5566)."""
+    state = torch.load(path)
+    edit(state)
+    torch.save(state, out)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda s: s["rng"].pop("python_version"),                        # a renamed key: KeyError before
+    lambda s: s["rng"]["python"].__setitem__(3, -5),                 # a negative word: OverflowError before
+    lambda s: s["rng"]["numpy_keys"].__setitem__(0, -1),             # wrapped silently to 2**32 - 1 before
+    lambda s: s.__setitem__("optimizer", {"state": {}, "param_groups": [{"params": [0]}]}),  # a damaged optimiser
+], ids=["rng-key", "python-negative", "numpy-negative", "optimizer"])
+def test_damaged_unverified_state_is_refused_and_nothing_changes(tmp_path, edit):
+    a = _model()
+    opt = torch.optim.SGD(a.parameters(), lr=0.1, momentum=0.9)
+    save_checkpoint(tmp_path / "ck.pt", a, opt, epoch=2)
+    _resave_with(tmp_path / "ck.pt", tmp_path / "bad.pt", edit)
+    b = torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
+    before = {k: v.clone() for k, v in b.state_dict().items()}
+    torch.manual_seed(5)
+    rng_before = torch.get_rng_state()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError) as e:
+            load_checkpoint(tmp_path / "bad.pt", b, torch.optim.SGD(b.parameters(), lr=0.1, momentum=0.9))
+    msg = one_line(e)
+    assert "bad.pt: " in msg and "cannot be restored" in msg and msg.endswith("nothing was loaded"), msg
+    assert all(torch.equal(before[k], v) for k, v in b.state_dict().items())
+    assert torch.equal(torch.get_rng_state(), rng_before)
+
+
 def test_checksums_agree_between_python_and_cpp(tmp_path):
     save_checkpoint(tmp_path / "ck.pt", _model())
     s = osteonet.train.checkpoint_summary(tmp_path / "ck.pt")  # read and verified by C++ (torch::pickle_load)

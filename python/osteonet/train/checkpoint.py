@@ -102,25 +102,54 @@ def rng_state(generators: Sequence[torch.Generator] = ()) -> Dict[str, Any]:
     return state
 
 
-def set_rng_state(state: Dict[str, Any], generators: Sequence[torch.Generator] = ()) -> None:
-    """Restores :func:`rng_state`'s generators; ``generators`` (when given) get the saved extra states in
-    order (a state saved with a different number of them raises ValueError)."""
-    torch.set_rng_state(state["torch"])
-    if "numpy_keys" in state:
-        np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), int(state["numpy_pos"]),
-                             int(state["numpy_has_gauss"]), float(state["numpy_gauss"])))
-    if "python" in state:
-        gauss = float(state["python_gauss"])
-        random.setstate((int(state["python_version"]), tuple(int(v) for v in state["python"].tolist()),
-                         None if math.isnan(gauss) else gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(list(state["cuda"].unbind(0)))
-    saved = list(state.get("generators", []))
+def _rng_restorer(state: Dict[str, Any], generators: Sequence[torch.Generator] = ()):
+    """Checks :func:`rng_state`'s ``state`` by loading it into scratch generators (so a damaged or foreign state
+    is a ValueError before anything changed) and returns the function that restores the real ones."""
+    try:
+        cpu = state["torch"]
+        torch.Generator().set_state(cpu)
+        np_state = py_state = None
+        if "numpy_keys" in state:
+            keys = state["numpy_keys"].numpy()
+            if keys.min(initial=0) < 0 or keys.max(initial=0) >= 2**32:
+                raise ValueError("NumPy's keys are not 32-bit unsigned")
+            np_state = ("MT19937", keys.astype(np.uint32), int(state["numpy_pos"]), int(state["numpy_has_gauss"]),
+                        float(state["numpy_gauss"]))
+            np.random.RandomState().set_state(np_state)
+        if "python" in state:
+            gauss = float(state["python_gauss"])
+            py_state = (int(state["python_version"]), tuple(int(v) for v in state["python"].tolist()),
+                        None if math.isnan(gauss) else gauss)
+            random.Random().setstate(py_state)
+        saved = list(state.get("generators", []))
+        for s in saved:
+            torch.Generator().set_state(s)
+    except (KeyError, TypeError, ValueError, OverflowError, RuntimeError, AttributeError, IndexError) as e:
+        msg = str(e).splitlines()[0] if str(e) else ""
+        raise ValueError(f"the random-number state cannot be restored ({type(e).__name__}: {msg[:200]})") from None
     if generators and len(saved) != len(generators):
         raise ValueError(f"set_rng_state: the state holds {len(saved)} extra generator(s), got generators of "
                          f"length {len(generators)}")
-    for g, s in zip(generators, saved):
-        g.set_state(s)
+
+    def restore() -> None:
+        torch.set_rng_state(cpu)
+        if np_state is not None:
+            np.random.set_state(np_state)
+        if py_state is not None:
+            random.setstate(py_state)
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(list(state["cuda"].unbind(0)))
+        for g, s in zip(generators, saved):
+            g.set_state(s)
+
+    return restore
+
+
+def set_rng_state(state: Dict[str, Any], generators: Sequence[torch.Generator] = ()) -> None:
+    """Restores :func:`rng_state`'s generators; ``generators`` (when given) get the saved extra states in
+    order (a state saved with a different number of them raises ValueError). A damaged state is a
+    ValueError and changes nothing."""
+    _rng_restorer(state, generators)()
 
 
 def save_checkpoint(path: str, model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
@@ -256,27 +285,46 @@ def load_checkpoint(path: str, model: Optional[torch.nn.Module] = None, optimize
     model state that does not fit ``model``, raises one ValueError naming the file.
     """
     state = _read(path, map_location)
-    if model is not None:
+    restore_generators = None
+    if restore_rng and "rng" in state:  # checked before anything is loaded
         try:
-            model.load_state_dict(state["model"])
-        except RuntimeError as e:
-            detail = " ".join(line.strip() for line in str(e).splitlines()[1:3])
-            raise ValueError(f"checkpoint {path}: the model state does not fit this model ({detail})") from None
+            restore_generators = _rng_restorer(state["rng"], generators)
+        except ValueError as e:
+            raise ValueError(f"checkpoint {path}: {e}; nothing was loaded") from None
     if optimizer is not None:
         opt = state.get("optimizer")
         if opt is None or isinstance(opt, torch.Tensor):
             raise ValueError(f"checkpoint {path}: holds no torch.optim state (written by {state.get('writer', '?')}); "
                              "pass optimizer=None to load the model alone")
-        optimizer.load_state_dict(opt)
-    if schedule is not None:
-        schedule.load_state_dict({k: float(v) for k, v in state.get("schedule", {}).items()})
-    if scaler is not None and "scaler" in state:
-        scaler.load_state_dict(state["scaler"])
-    if restore_rng and "rng" in state:
+    # All or nothing: a part that fails after the model took its tensors (a damaged optimiser state, which
+    # the checksums do not cover, or a state dict that fits in part) puts the model's tensors back.
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()} if model is not None else None
+    try:
+        if model is not None:
+            try:
+                model.load_state_dict(state["model"])
+            except RuntimeError as e:
+                detail = " ".join(line.strip() for line in str(e).splitlines()[1:3])
+                raise ValueError(f"checkpoint {path}: the model state does not fit this model ({detail})") from None
         try:
-            set_rng_state(state["rng"], generators)
-        except ValueError as e:
-            raise ValueError(f"checkpoint {path}: {e}") from None
+            if optimizer is not None:
+                optimizer.load_state_dict(state["optimizer"])
+            if schedule is not None:
+                schedule.load_state_dict({k: float(v) for k, v in state.get("schedule", {}).items()})
+            if scaler is not None and "scaler" in state:
+                scaler.load_state_dict(state["scaler"])
+        except (KeyError, TypeError, ValueError, OverflowError, RuntimeError, AttributeError, IndexError) as e:
+            msg = str(e).splitlines()[0] if str(e) else ""
+            raise ValueError(f"checkpoint {path}: its optimiser, schedule or scaler state cannot be restored "
+                             f"({type(e).__name__}: {msg[:200]}); nothing was loaded") from None
+    except BaseException:
+        if before is not None:
+            with torch.no_grad():
+                for k, v in model.state_dict().items():
+                    v.copy_(before[k])
+        raise
+    if restore_generators is not None:
+        restore_generators()
     return {"epoch": int(state["epoch"]), "writer": state.get("writer", "?"), "extra": dict(state.get("extra", {})),
             "history": [dict(r) for r in state.get("history", [])], "rng_ranks": state.get("rng_ranks")}
 
