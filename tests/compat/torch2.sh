@@ -32,7 +32,7 @@ rm -rf "$ROOT/src" && mkdir -p "$ROOT/src" && git ls-files -co --exclude-standar
   cp -r "${OSTEONET_HOME:-$HOME/.cache/osteonet}" "$ROOT/root/.cache/osteonet"
 chroot "$ROOT" python3 -c 'import torch, torchvision, sys; print("test-torch2: Python", sys.version.split()[0],
   "torch", torch.__version__, "torchvision", torchvision.__version__)'
-chroot "$ROOT" bash -c "set -o pipefail; cd /src && MAX_JOBS=${JOBS:-2} python3 -m pip install -q --no-build-isolation --no-deps \
+chroot "$ROOT" bash -c "set -o pipefail; rm -rf /opt/osteonet && cd /src && MAX_JOBS=${JOBS:-2} python3 -m pip install -q --no-build-isolation --no-deps \
   --no-index --break-system-packages --target /opt/osteonet . 2>&1 | tail -20"
 args=("$@")
 [ ${#args[@]} = 0 ] && args=(-q -p no:cacheprovider tests/python tests/fuzz)
