@@ -103,8 +103,10 @@ class _Plan:
     """One export: the tensor module, an example input (batch 1), names, dynamic axes and the metadata."""
 
     def __init__(self, module: nn.Module, example: torch.Tensor, inputs: List[str], outputs: List[str],
-                 meta: Dict[str, Any], time_axes: Sequence[str] = ()) -> None:
+                 meta: Dict[str, Any], time_axes: Sequence[str] = (), program: Any = None) -> None:
         self.module, self.example, self.inputs, self.outputs, self.meta = module, example, inputs, outputs, meta
+        #: a scripted program written as it is (the whole detector), else the module is traced
+        self.program = program
         self.dynamic_axes = {n: {0: "N"} for n in inputs + outputs}
         for n in time_axes:
             self.dynamic_axes[n][1] = "T"
@@ -247,7 +249,7 @@ def _postprocessing(model: nn.Module, levels: int, strides: List[int]) -> Dict[s
 def _plan_for_detector(model: nn.Module, where: str, size: Optional[Tuple[int, int]], part: Optional[str],
                        classes: Any, preprocessing: Dict[str, Any]) -> _Plan:
     part = part or "maps"
-    if part != "maps":
+    if part not in ("maps", "detector"):
         raise ValueError(f"{where}: a detector's parts are 'maps' (backbone + FPN + RPN head, ONNX and TorchScript) "
                          f"and 'detector' (the whole detector, TorchScript), got part={part!r}")
     mods = model.python_modified()
@@ -280,7 +282,53 @@ def _plan_for_detector(model: nn.Module, where: str, size: Optional[Tuple[int, i
                                       "resized (shorter side min_size, longer at most max_size), zero-padded at the "
                                       "bottom and right to input_size", **preprocessing},
             "postprocessing": _postprocessing(model, levels, strides)}
-    return _Plan(module, example, ["batch"], names, meta)
+    if part == "maps":
+        return _Plan(module, example, ["batch"], names, meta)
+    return _plan_whole_detector(model, module, example, outs, meta)
+
+
+class _ListOutputs(nn.Module):
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, batch: torch.Tensor) -> List[torch.Tensor]:
+        return list(self.module(batch))
+
+
+def _plan_whole_detector(model: nn.Module, maps: nn.Module, example: torch.Tensor, outs: Tuple[torch.Tensor, ...],
+                         meta: Dict[str, Any]) -> _Plan:
+    """The whole detector scripted (osteonet.detection_script): the traced tensor part and the post-processing on
+    plain torch operators."""
+    import copy
+
+    from .detection_script import BoxHead, DetectorProgram
+
+    post = meta["postprocessing"]
+    levels = len(outs) // 3
+    h, w = example.shape[-2:]
+    anchors = _core.grid_anchors(post["anchors"]["sizes"], post["anchors"]["aspect_ratios"], [h, w], list(outs[:levels]))
+    counts = [int(o.shape[1] * o.shape[2] * o.shape[3]) for o in outs[levels:2 * levels]]
+    per_level = list(anchors.split(counts))
+    box_head, predictor = model.roi_heads.box_head, model.roi_heads.box_predictor
+    head = BoxHead(*[copy.deepcopy(m) for m in (box_head.fc6, box_head.fc7, predictor.cls_score, predictor.bbox_pred)])
+    ctx = _quiet()
+    try:
+        with torch.no_grad():
+            traced = torch.jit.trace(_ListOutputs(maps), (example,), check_trace=False, strict=False)
+        program = torch.jit.script(DetectorProgram(traced, per_level, (int(h), int(w)), head.eval(), post,
+                                                   model.num_classes).eval())
+    finally:
+        ctx.__exit__(None, None, None)
+    meta = {**meta, "part": "detector",
+            "inputs": [{"name": "images", "type": "List[Tensor]", "shape": [int(example.shape[1]), "H", "W"],
+                        "dtype": "float32", "note": f"values in [0, 1]; any H x W that the transform resizes and pads "
+                                                    f"to {h} x {w} (every square image)"}],
+            "outputs": [{"name": "detections", "type": "List[Dict[str, Tensor]]",
+                         "keys": {"boxes": "K x 4, x1 y1 x2 y2 in the input image's pixels",
+                                  "labels": "K, int64, 1..num_classes-1", "scores": "K"}}]}
+    meta["preprocessing"] = {**meta["preprocessing"], "note": "inside the program: normalise, resize, pad"}
+    return _Plan(model, example, [], [], meta, program=program)
 
 
 # ---- checkpoints ------------------------------------------------------------------------------------------
@@ -385,6 +433,10 @@ def _quiet() -> Any:
 
 
 def _torchscript_bytes(plan: _Plan, meta_json: str) -> bytes:
+    if plan.program is not None:
+        buf = io.BytesIO()
+        torch.jit.save(plan.program, buf, _extra_files={METADATA_NAME: meta_json})
+        return buf.getvalue()
     ctx = _quiet()
     try:
         with torch.no_grad():
@@ -526,10 +578,25 @@ def _check_no_constant_batch(graph: Any, plan: _Plan) -> None:
                                    f"{node.name} holds the example's batch (shape {shape.tolist()})")
 
 
+def _check_detector(program: Any, plan: _Plan) -> None:
+    """The whole-detector program against the detector on two images of the export size."""
+    images = [plan.example[0], plan.example[0].flip(-1)]
+    with torch.no_grad():
+        ref, got = plan.module(images), program(images)
+    for r, g in zip(ref, got):
+        same = r["labels"].shape == g["labels"].shape and torch.equal(r["labels"], g["labels"]) and all(
+            torch.allclose(r[k], g[k], rtol=1e-4, atol=1e-3) for k in ("boxes", "scores"))
+        if not same:
+            raise RuntimeError(f"cannot export {plan.meta['model']['name']} as a whole detector: the scripted program's "
+                               "detections differ from the detector's")
+
+
 def _check_torchscript(data: bytes, plan: _Plan) -> None:
     """The saved program, loaded back, against the eager model at batch 1 and 2 (a trace that kept the
     example's batch size fails here, not in the user's service)."""
     program = torch.jit.load(io.BytesIO(data))
+    if plan.program is not None:
+        return _check_detector(program, plan)
     for n in (1, 2):
         x = torch.cat([plan.example] * n) if n > 1 else plan.example
         if n > 1:
@@ -657,6 +724,9 @@ def export(model: Union[str, os.PathLike, nn.Module], path: Union[str, os.PathLi
             "source": found.get("source")}
     meta_json = json.dumps(meta, default=_jsonable)
     if format == "onnx":
+        if plan.program is not None:
+            raise ValueError(f"{where}: the whole detector exports to TorchScript only (NMS and RoIAlign loop over the "
+                             "data); ONNX: part='maps' (backbone + FPN + RPN head)")
         data = _onnx_bytes(plan, meta_json, opset)
     else:
         data = _torchscript_bytes(plan, meta_json)
