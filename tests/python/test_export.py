@@ -331,3 +331,21 @@ def test_cpp_example_serves_the_torchscript_file(tmp_path):
     _close(y, _eager(model, None, x))
     r = subprocess.run([exe, path], capture_output=True, text=True, timeout=300)  # a random batch from the metadata
     assert r.returncode == 0 and "input [2, 3, 64, 64]" in r.stdout, r.stdout + r.stderr
+    # the whole detector: a list of images in, one dict per image out (boxes, labels, scores of each in turn)
+    from conftest import randomise_detector_
+
+    det = osteonet.create_model("fasterrcnn", backbone="resnet18", num_classes=3, min_size=64, max_size=64).eval()
+    randomise_detector_(det, seed=2)
+    E.export(det, path, "torchscript", part="detector")
+    images = torch.rand(2, 3, S, S)
+    torch.save(images, tmp_path / "x.pt")
+    r = subprocess.run([exe, path, str(tmp_path / "x.pt"), str(tmp_path / "y.pt")], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and "image 1:" in r.stdout, r.stdout + r.stderr
+    got = torch.load(tmp_path / "y.pt")
+    with torch.no_grad():
+        ref = det(list(images))
+    for i, d in enumerate(ref):
+        assert torch.equal(got[3 * i + 1], d["labels"])
+        _close(got[3 * i], d["boxes"])
+        _close(got[3 * i + 2], d["scores"])
