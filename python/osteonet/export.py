@@ -356,8 +356,16 @@ def _from_checkpoint(path: str, part: Optional[str], where: str) -> Dict[str, An
     pre = dict(card.get("preprocessing", {}))
     source = {"checkpoint": os.path.abspath(path), "task": task}
 
+    # a checkpoint file of the run names its own model (ovf's max.pt, hip's classifier_<region>.pt)
+    own = None
+    if os.path.isfile(path) and task != "detection":
+        files = {os.path.normpath(os.path.join(run_dir, v)): k for k, v in card.get("checkpoints", {}).items()}
+        own = files.get(os.path.abspath(path))
+
     def pick(parts: Dict[str, Any], default: Optional[str]) -> str:
-        chosen = part if part is not None else default
+        if part is not None and own is not None and part != own:
+            raise ValueError(f"{where}: {path} holds the run's {own!r}, got part={part!r}")
+        chosen = part if part is not None else own if own is not None else default
         if chosen not in parts:
             got = f"got part={part!r}" if part is not None else "give part= (--part)"
             raise ValueError(f"{where}: the {task} run holds the models {sorted(parts)}; {got}")
@@ -691,7 +699,7 @@ def export(model: Union[str, os.PathLike, nn.Module], path: Union[str, os.PathLi
                 raise ValueError(f"{where}: options and weights apply to a model given by name; a run's model card "
                                  "names its model and weights")
             found = _from_checkpoint(model, part, where)
-            model, part = found.pop("model"), found.pop("part", part)
+            model, part = found.pop("model"), found.pop("part", None)  # a run's part is chosen: only a detector keeps one
         else:
             raise ValueError(f"{where}: not a registered model nor an existing checkpoint; did you mean "
                              f"{_nearest(model, names)!r}? (osteonet.list_models(None))")
