@@ -10,10 +10,10 @@ What is exported (``export(..., format=)``):
   N x T x C x H x W (every slice valid) -> scan probability N;
 * a detector: ONNX and TorchScript of the tensor part (backbone + FPN + RPN head: a padded, normalised batch in,
   feature maps, objectness and box deltas per level out); TorchScript of the whole detector (images in, boxes,
-  labels and scores out) with ``part="detector"``, see :func:`_detector_program`.
+  labels and scores out) with ``part="detector"`` (osteonet.detection_script).
 
-Every file has a dynamic batch axis (spatial sizes are fixed at the export's ``input_size``: the C++ forward
-computes upsampling sizes as numbers, which a trace records as constants) and carries its metadata as JSON
+Every file has a dynamic batch axis (tested at two batch sizes; the spatial size is the export's ``input_size``,
+recorded in the metadata, and is what the files are checked at) and carries its metadata as JSON
 (:data:`METADATA_NAME`: ONNX ``metadata_props``, TorchScript ``_extra_files``): classes, preprocessing, the
 osteonet version, the model's name and options, inputs and outputs. Files are written atomically; an input
 that cannot be exported raises one line before anything is written.
@@ -69,7 +69,7 @@ class _ScanModel(nn.Module):
         t = self.fixed_slices if self.fixed_slices is not None else slices.shape[1]
         if self.pixel_mean is not None:
             slices = slices - self.pixel_mean
-        flat = slices.reshape(-1, *[int(v) for v in slices.shape[2:]])  # image sizes are fixed anyway
+        flat = slices.reshape(-1, *[int(v) for v in slices.shape[2:]])  # numbers: OpenCV computes no shapes
         if self.aggregator.takes_probabilities:
             steps = torch.sigmoid(self.encoder(flat)).reshape(-1, t, 1)
         else:
@@ -659,8 +659,8 @@ def export(model: Union[str, os.PathLike, nn.Module], path: Union[str, os.PathLi
         encoder: aggregators: the slice encoder (``ovf_resnet34``) exported with it (default: a new one; a trained
             run brings its own).
         input_size: the input's height and width (an int for a square; default: the run's size, 224, 299 for
-            inception_v3, a detector's ``min_size`` rounded up to 32). Only the batch axis (and a scan's slice
-            axis) is dynamic.
+            inception_v3, a detector's ``min_size`` rounded up to 32). Only the batch axis (and a TorchScript
+            scan's slice axis) is declared dynamic.
         classes, preprocessing: stored in the metadata (a run's card supplies them otherwise).
         slices: scan models: the slices per scan of the example; an ONNX file takes exactly this many (OpenCV
             computes no shapes), a TorchScript file any number.
