@@ -105,7 +105,8 @@ def decode(codes: Tensor, boxes: Tensor, weights: List[float], clip: float) -> T
     return torch.stack([pcx - 0.5 * pw, pcy - 0.5 * ph, pcx + 0.5 * pw, pcy + 0.5 * ph], 2).flatten(1)
 
 
-def _axis_samples(start: Tensor, size: Tensor, pooled: int, grid: int, limit: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+def _axis_samples(start: Tensor, size: Tensor, pooled: int, grid: int,
+                  limit: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """torchvision's RoIAlign sampling along one axis: for each RoI (R) and sample (pooled * grid), the low and
     high pixel and their weights (0 outside the map)."""
     bin_size = size / pooled
@@ -313,9 +314,9 @@ class DetectorProgram(nn.Module):
             scores = scores[:, 1:].reshape(-1)
             labels = labels[:, 1:].reshape(-1)
             keep = torch.where(scores > self.box_score_thresh)[0]
-            boxes, scores, labels = boxes.index_select(0, keep), scores.index_select(0, keep), labels.index_select(0, keep)
+            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
             keep = remove_small(boxes, 1e-2)
-            boxes, scores, labels = boxes.index_select(0, keep), scores.index_select(0, keep), labels.index_select(0, keep)
+            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
             keep = batched_nms(boxes, scores, labels, self.box_nms_thresh)[:self.detections_per_img]
             out.append({"boxes": boxes.index_select(0, keep), "labels": labels.index_select(0, keep),
                         "scores": scores.index_select(0, keep)})

@@ -173,12 +173,14 @@ def _plan_for_model(model: nn.Module, where: str, size: Optional[Tuple[int, int]
     h, w = size or (_default_size(model.model_name),) * 2
     example = torch.rand(1, model.in_chans, h, w)
     record = _model_record(model)
-    if mods:
-        record["python_modified"] = mods  # a replaced head or layer is traced with the rest: what eager computes
-    if family == "segmenter":
-        out = {"name": "logits", "shape": ["N", model.num_classes, h, w]}
+    model.eval()
+    if mods:  # a replaced head or layer is traced with the rest (what eager computes): its output decides the shape
+        record["python_modified"] = mods
+        with torch.no_grad():
+            shape = list(model(example.clone()).shape[1:])
     else:
-        out = {"name": "logits", "shape": ["N", int(model(example.clone()).shape[1]) if mods else model.num_classes]}
+        shape = [model.num_classes, h, w] if family == "segmenter" else [model.num_classes]
+    out = {"name": "logits", "shape": ["N"] + [int(v) for v in shape]}
     meta = {"model": record, "inputs": [{"name": "image", "shape": ["N", model.in_chans, h, w], "dtype": "float32"}],
             "outputs": [out], "classes": classes, "preprocessing": {"input_size": [h, w], **preprocessing}}
     return _Plan(model.eval(), example, ["image"], ["logits"], meta)
@@ -206,7 +208,8 @@ def _plan_for_scan(encoder: nn.Module, aggregator: nn.Module, where: str, size: 
             "classes": classes, "preprocessing": {"input_size": [h, w], **preprocessing}}
     if pixel_mean is not None and pixel_mean.numel() != 1 and tuple(pixel_mean.shape[-2:]) != (h, w):
         raise ValueError(f"{where}: the training pixel mean is {tuple(pixel_mean.shape[-2:])}, got input_size={(h, w)}")
-    return _Plan(_ScanModel(encoder.eval(), aggregator.eval(), pixel_mean).eval(), example, ["slices"], ["probability"], meta,
+    scan = _ScanModel(encoder.eval(), aggregator.eval(), pixel_mean).eval()
+    return _Plan(scan, example, ["slices"], ["probability"], meta,
                  time_axes=["slices"])
 
 
@@ -450,7 +453,8 @@ def _torchscript_bytes(plan: _Plan, meta_json: str) -> bytes:
         with torch.no_grad():
             traced = torch.jit.trace(plan.module, (plan.example,), check_trace=False)
     except Exception as e:  # noqa: BLE001  (a model the tracer cannot follow: one line)
-        raise RuntimeError(f"cannot trace {plan.meta['model']['name']}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise RuntimeError(f"cannot trace {plan.meta['model']['name']}: {msg}") from None
     finally:
         ctx.__exit__(None, None, None)
     buf = io.BytesIO()
@@ -683,6 +687,9 @@ def export(model: Union[str, os.PathLike, nn.Module], path: Union[str, os.PathLi
         raise TypeError(f"{where}: preprocessing must be a dict, got {type(preprocessing).__name__}")
     if part is not None and not isinstance(part, str):
         raise TypeError(f"{where}: part must be a str, got {type(part).__name__}")
+    if format == "onnx" and part == "detector":
+        raise ValueError(f"{where}: the whole detector exports to TorchScript only (NMS and RoIAlign loop over the "
+                         "data); ONNX: part='maps' (backbone + FPN + RPN head)")
     path = _writable(path, where)
     size = _size_pair(input_size, 0, where) if input_size is not None else None
     found: Dict[str, Any] = {"preprocessing": {}, "source": None}
@@ -699,7 +706,8 @@ def export(model: Union[str, os.PathLike, nn.Module], path: Union[str, os.PathLi
                 raise ValueError(f"{where}: options and weights apply to a model given by name; a run's model card "
                                  "names its model and weights")
             found = _from_checkpoint(model, part, where)
-            model, part = found.pop("model"), found.pop("part", None)  # a run's part is chosen: only a detector keeps one
+            # the run's part is chosen there: only a detector's (maps or detector) goes on
+            model, part = found.pop("model"), found.pop("part", None)
         else:
             raise ValueError(f"{where}: not a registered model nor an existing checkpoint; did you mean "
                              f"{_nearest(model, names)!r}? (osteonet.list_models(None))")
@@ -717,8 +725,21 @@ def export(model: Union[str, os.PathLike, nn.Module], path: Union[str, os.PathLi
     if size is None and found.get("size"):
         size = (int(found["size"]), int(found["size"]))
     pre = {**found.get("preprocessing", {}), **(preprocessing or {})}
-    plan = _plan_for_model(model, where, size, part, classes if classes is not None else found.get("classes"), pre,
-                           encoder=found.get("encoder"), pixel_mean=found.get("pixel_mean"), slices=slices)
+    # the export runs the models in eval mode; the caller's train/eval modes come back afterwards
+    modes = [(m, m.training) for m in (model, found.get("encoder")) if isinstance(m, nn.Module)]
+    try:
+        return _export_plan(model, path, format, where, size, part, classes if classes is not None else
+                            found.get("classes"), pre, found, slices, opset, check)
+    finally:
+        for m, mode in modes:
+            m.train(mode)
+
+
+def _export_plan(model: nn.Module, path: str, format: str, where: str, size: Optional[Tuple[int, int]],
+                 part: Optional[str], classes: Any, pre: Dict[str, Any], found: Dict[str, Any], slices: int,
+                 opset: int, check: bool) -> Dict[str, Any]:
+    plan = _plan_for_model(model, where, size, part, classes, pre, encoder=found.get("encoder"),
+                           pixel_mean=found.get("pixel_mean"), slices=slices)
     if format == "onnx" and isinstance(plan.module, _ScanModel):
         # OpenCV computes no shapes: the slice count is a number in the ONNX graph (TorchScript takes any)
         plan.module.fixed_slices = int(plan.example.shape[1])
@@ -732,9 +753,6 @@ def export(model: Union[str, os.PathLike, nn.Module], path: Union[str, os.PathLi
             "source": found.get("source")}
     meta_json = json.dumps(meta, default=_jsonable)
     if format == "onnx":
-        if plan.program is not None:
-            raise ValueError(f"{where}: the whole detector exports to TorchScript only (NMS and RoIAlign loop over the "
-                             "data); ONNX: part='maps' (backbone + FPN + RPN head)")
         data = _onnx_bytes(plan, meta_json, opset)
     else:
         data = _torchscript_bytes(plan, meta_json)
@@ -782,7 +800,8 @@ def read_metadata(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     try:
         graph = onnx.load(path)
     except Exception as e:  # noqa: BLE001
-        raise ValueError(f"read_metadata: {path} is neither a TorchScript archive nor an ONNX model ({type(e).__name__})") from None
+        raise ValueError(f"read_metadata: {path} is neither a TorchScript archive nor an ONNX model "
+                         f"({type(e).__name__})") from None
     for p in graph.metadata_props:
         if p.key == METADATA_NAME:
             return json.loads(p.value)

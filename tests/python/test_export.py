@@ -35,6 +35,8 @@ CASES = ([(n, {"num_classes": 3}, SIZES.get(n, S)) for n in BACKBONES if n not i
          + [(a, {}, 32) for a in osteonet.list_models("aggregator")])
 #: the ONNX test runs a rule aggregator and the LSTM (mean and vote build the same graph around another reduction)
 ONNX_CASES = [c for c in CASES if c[0] not in ("mean", "vote")]
+
+
 def _id(case):
     name, kw, _ = case
     return name + (f"-{kw['attention']}" if "attention" in kw else "")
@@ -102,6 +104,8 @@ def test_onnx_runs_in_opencv_and_matches_eager(case, tmp_path):
     assert meta["preprocessing"]["input_size"] == [size, size]
     assert not [n for n in graph.graph.node if n.op_type == "Identity"]
     if name in OPENCV_CANNOT:
+        with pytest.raises(cv2.error, match="ReduceSum"):  # still true? else run it like the others
+            _fixed_batch(path, 1)
         pytest.skip(OPENCV_CANNOT[name])
     for n, seed in ((1, 0), (2, 1)):
         x = _input(meta, n, seed)
@@ -137,11 +141,11 @@ def _run_fresh(files, tmp_path):
     return torch.load(outputs)
 
 
-#: run in one fresh process (module fixture): a sample of every kind (C++ blocks with attention, MobileNet, the
-#: DXA CNN, the slice encoder, both U-Nets, a rule aggregator and the LSTM); every TorchScript export also checks
-#: its loaded program against the model at batch 1 and 2 in-process (test_more_backbones_export_to_torchscript)
-TS_CASES = [c for c in CASES if _id(c) in ("resnet18-ds", "mobilenet_v3_large", "dxa_cnn21", "ovf_resnet34", "unet",
-                                           "unet_plusplus", "max", "lstm")]
+#: run in one fresh process (module fixture): a sample of every kind of block (C++ blocks with attention, inverted
+#: residuals, the DXA CNN, U-Net++, the slice encoder under a rule aggregator and under the LSTM); every backbone but
+#: the larger twins is traced for ONNX above, and every TorchScript export compares its loaded program with the
+#: model at batch 1 and 2 before writing
+TS_CASES = [c for c in CASES if _id(c) in ("resnet18-ds", "mobilenet_v2", "dxa_cnn21", "unet_plusplus", "max", "lstm")]
 
 
 @pytest.fixture(scope="module")
@@ -173,20 +177,11 @@ def test_torchscript_loads_without_osteonet_and_matches_eager(case, torchscript_
         _close(y, ref)
 
 
-def test_more_backbones_export_to_torchscript(tmp_path):
-    """More kinds of blocks (Bottleneck with DS, inverted residuals, dense blocks, Inception): export() loads each
-    program back and compares it with the model at batch 1 and 2 before writing (a mismatch raises). Every
-    backbone but the larger twins is traced for ONNX in test_onnx_runs_in_opencv_and_matches_eager."""
-    for name in ("dsnet_resnet50", "mobilenet_v2", "densenet121", "inception_v3"):
-        meta = E.export(name, str(tmp_path / f"{name}.pt"), "torchscript", options={"num_classes": 2},
-                        input_size=SIZES.get(name, S))
-        assert meta["outputs"][0]["shape"] == ["N", 2] and os.path.getsize(tmp_path / f"{name}.pt") > 0
-
-
 def test_detector_maps_onnx_in_opencv_and_torchscript_without_osteonet(tmp_path):
     from conftest import randomise_detector_
 
-    det = osteonet.create_model("fasterrcnn", backbone="resnet18", num_classes=3, min_size=64, max_size=96).eval()
+    det = osteonet.create_model("fasterrcnn", backbone="resnet18", num_classes=3, min_size=64, max_size=96,
+                                fpn_channels=32, representation_size=64).eval()  # small heads: a fast test
     randomise_detector_(det, seed=2)
     onnx_path, ts_path, whole_path = str(tmp_path / "det.onnx"), str(tmp_path / "det.pt"), str(tmp_path / "whole.pt")
     meta = E.export(det, onnx_path, "onnx", classes=["background", "a", "b"])
@@ -336,7 +331,8 @@ def test_cpp_example_serves_the_torchscript_file(tmp_path):
     # the whole detector: a list of images in, one dict per image out (boxes, labels, scores of each in turn)
     from conftest import randomise_detector_
 
-    det = osteonet.create_model("fasterrcnn", backbone="resnet18", num_classes=3, min_size=64, max_size=64).eval()
+    det = osteonet.create_model("fasterrcnn", backbone="resnet18", num_classes=3, min_size=64, max_size=64,
+                                fpn_channels=32, representation_size=64).eval()
     randomise_detector_(det, seed=2)
     E.export(det, path, "torchscript", part="detector")
     images = torch.rand(2, 3, S, S)
