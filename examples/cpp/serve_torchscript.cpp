@@ -87,9 +87,17 @@ int main(int argc, char** argv) {
       std::vector<char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
       input = torch::pickle_load(bytes).toTensor();
     } else {
-      // The input's shape from the metadata: N (batch) and T (slices of a scan) are free; 2 and 4 here.
+      // The input's shape from the metadata: N (batch) and T (slices of a scan) are free, 2 and 4 here; a whole
+      // detector takes images (C x "H" x "W"): two of the export's input_size.
+      const auto size = json_list(meta, "input_size");
       std::vector<int64_t> shape;
-      for (const auto& d : json_list(meta, "shape")) shape.push_back(d == "\"N\"" ? 2 : d == "\"T\"" ? 4 : std::stoll(d));
+      for (const auto& d : json_list(meta, "shape")) {
+        if (d == "\"N\"") shape.push_back(2);
+        else if (d == "\"T\"") shape.push_back(4);
+        else if (d == "\"H\"" || d == "\"W\"") shape.push_back(std::stoll(size.at(d == "\"H\"" ? 0 : 1)));
+        else shape.push_back(std::stoll(d));
+      }
+      if (json_string(meta, "part") == "detector") shape.insert(shape.begin(), 2);
       input = torch::rand(shape);
     }
     std::cout << "input " << input.sizes() << "\n";
@@ -122,6 +130,9 @@ int main(int argc, char** argv) {
     }
   } catch (const c10::Error& e) {
     std::cerr << argv[1] << ": " << e.what_without_backtrace() << "\n";
+    return 1;
+  } catch (const std::exception& e) {  // unreadable metadata (std::stoll, std::out_of_range)
+    std::cerr << argv[1] << ": " << e.what() << "\n";
     return 1;
   }
   return 0;
