@@ -142,10 +142,10 @@ def _run_fresh(files, tmp_path):
 
 
 #: run in one fresh process (module fixture): a sample of every kind of block (C++ blocks with attention, inverted
-#: residuals, the DXA CNN, U-Net++, the slice encoder under a rule aggregator and under the LSTM); every backbone but
-#: the larger twins is traced for ONNX above, and every TorchScript export compares its loaded program with the
-#: model at batch 1 and 2 before writing
-TS_CASES = [c for c in CASES if _id(c) in ("resnet18-ds", "mobilenet_v2", "dxa_cnn21", "unet_plusplus", "max", "lstm")]
+#: residuals, the DXA CNN, U-Net++, the slice encoder under the LSTM; a rule aggregator's scan model runs in
+#: test_runs_of_several_models_export_the_part_asked_for); every backbone but the larger twins is traced for ONNX
+#: above, and every TorchScript export compares its loaded program with the model at batch 1 and 2 before writing
+TS_CASES = [c for c in CASES if _id(c) in ("resnet18-ds", "mobilenet_v2", "dxa_cnn21", "unet_plusplus", "lstm")]
 
 
 @pytest.fixture(scope="module")
@@ -389,8 +389,36 @@ def test_runs_of_several_models_export_the_part_asked_for(tmp_path):
     own = E.export(str(tmp_path / "ovfrun" / "max.pt"), str(tmp_path / "max.pt"), "torchscript")
     assert own["model"]["name"] == "max"
     _, _, _, bundle = run.load(str(tmp_path / "ovfrun"))
-    enc, agg = bundle["models"]["lstm"]
     x = torch.rand(2, 5, 3, 32, 32)
+    mean = bundle["pixel_mean"].reshape(1, 1, 32, 32)
     with torch.no_grad():
-        ref = agg(torch.stack([enc.features(s - bundle["pixel_mean"].reshape(1, 1, 32, 32)) for s in x]))
+        enc, agg = bundle["models"]["lstm"]
+        ref = agg(torch.stack([enc.features(s - mean) for s in x]))
         _close(torch.jit.load(str(tmp_path / "scan.pt"))(x), ref)
+        enc, agg = bundle["models"]["max"]
+        ref = agg(torch.stack([torch.sigmoid(enc(s - mean)) for s in x]))
+        _close(torch.jit.load(str(tmp_path / "max.pt"))(x), ref)
+
+
+def test_a_detection_run_exports_the_whole_detector(tmp_path, capsys):
+    from osteonet.cli import main
+    from test_train_data import make_coco
+
+    data = tmp_path / "data"
+    data.mkdir()
+    make_coco(data, n=8, size=96)
+    os.rename(data / "ann.json", data / "annotations.json")
+    run = str(tmp_path / "run")
+    assert main(["train", "--task", "detection", "--data", str(data), "--out", run, "--model", "mobilenet_v3_large",
+                 "--epochs", "1", "--batch-size", "2", "--image-size", "96", "--quiet"]) == 0
+    capsys.readouterr()
+    out = str(tmp_path / "det.pt")
+    assert main(["export", run, "--format", "torchscript", "--part", "detector", "--out", out]) == 0
+    meta = json.loads(capsys.readouterr().out)
+    assert meta["classes"] == ["background", "grey", "bright"] and meta["source"]["task"] == "detection"
+    from osteonet.tasks import run as runs
+
+    _, _, _, bundle = runs.load(run)
+    image = torch.rand(3, 96, 96)
+    with torch.no_grad():
+        assert E.same_detections(bundle["model"]([image])[0], torch.jit.load(out)([image])[0])
