@@ -340,6 +340,16 @@ def _grey(mean: float, std: float) -> Dict[str, Any]:
                                                     "(x - mean) / std"}
 
 
+def _mask_labels(card: Dict[str, Any]) -> Tuple[Optional[List[str]], Dict[str, Any]]:
+    """A segmenter's classes in output-channel order and the mask value of each channel (the card's label table,
+    {mask value: name}, in channel order)."""
+    table = card.get("labels")
+    if not isinstance(table, dict):
+        return None, {}
+    return list(table.values()), {"mask_values": [int(k) for k in table], "output": "channel k is the mask value "
+                                                                               "mask_values[k] (argmax over channels)"}
+
+
 def _from_checkpoint(path: str, part: Optional[str], where: str) -> Dict[str, Any]:
     """What a trained run (a run folder, its model.json or a checkpoint in it; or an OVF aggregator checkpoint)
     holds for export: {"model"[, "encoder"], "classes", "preprocessing", "size", "part", "source"}. Weights are
@@ -370,7 +380,8 @@ def _from_checkpoint(path: str, part: Optional[str], where: str) -> Dict[str, An
             raise ValueError(f"{where}: {path} holds the run's {own!r}, got part={part!r}")
         chosen = part if part is not None else own if own is not None else default
         if chosen not in parts:
-            got = f"got part={part!r}" if part is not None else "give part= (--part)"
+            got = (f"got part={part!r}" if part is not None else f"{path} is its {own!r}, which is not exported alone"
+                   if own is not None else "give part= (--part)")
             raise ValueError(f"{where}: the {task} run holds the models {sorted(parts)}; {got}")
         return chosen
 
@@ -380,8 +391,9 @@ def _from_checkpoint(path: str, part: Optional[str], where: str) -> Dict[str, An
                 "preprocessing": {**pre, **_grey(0.5, 0.25)}, "source": source}
     if task == "segmentation":
         pick({"segmenter": 0}, "segmenter")
-        return {"model": bundle["model"], "classes": dict(card["labels"]), "size": pre["image_size"],
-                "preprocessing": {**pre, **_grey(0.5, 0.25)}, "source": source}
+        classes, masks = _mask_labels(card)
+        return {"model": bundle["model"], "classes": classes, "size": pre["image_size"],
+                "preprocessing": {**pre, **_grey(0.5, 0.25), **masks}, "source": source}
     if task == "detection":
         chosen = part or "maps"
         return {"model": bundle["model"], "classes": ["background"] + list(card["classes"]), "part": chosen,
@@ -402,9 +414,9 @@ def _from_checkpoint(path: str, part: Optional[str], where: str) -> Dict[str, An
             models.update({f"classifier_{r}": m for r, m in bundle["classifiers"].items()})
         name = pick(models, None)
         if name == "segmenter":
-            return {"model": models[name], "classes": dict(card["labels"]) if "labels" in card else None,
-                    "size": pre["seg_size"], "preprocessing": {**pre, **_grey(0.5, 0.25)},
-                    "source": {**source, "part": name}}
+            classes, masks = _mask_labels(card)
+            return {"model": models[name], "classes": classes, "size": pre["seg_size"],
+                    "preprocessing": {**pre, **_grey(0.5, 0.25), **masks}, "source": {**source, "part": name}}
         extra = ({"target_scaler": pre["target_scaler"], "output": "normalised BMD: target_scaler inverts it"}
                  if task == "bmd" else {})
         from .tasks.hip import WHO

@@ -377,6 +377,9 @@ def test_runs_of_several_models_export_the_part_asked_for(tmp_path):
     seg = E.export(str(tmp_path / "hiprun"), str(tmp_path / "seg.onnx"), "onnx", part="segmenter")
     cls = E.export(str(tmp_path / "hiprun"), str(tmp_path / "cls.onnx"), "onnx", part="classifier_femoral_neck")
     assert seg["model"]["family"] == "segmenter" and seg["preprocessing"]["mean"] == [0.5]
+    card = json.load(open(tmp_path / "hiprun" / "model.json"))
+    assert seg["classes"] == list(card["labels"].values()) and seg["classes"][0] == "background"
+    assert seg["preprocessing"]["mask_values"] == [int(k) for k in card["labels"]]
     assert cls["classes"] == ["normal", "osteopenia", "osteoporosis"] and cls["preprocessing"]["mean"] == [0.25]
     assert cls["source"]["part"] == "classifier_femoral_neck" and cls["inputs"][0]["shape"] == ["N", 1, 32, 32]
 
