@@ -26,8 +26,9 @@ from . import runtime
 from . import tasks
 from . import weights
 from .models import create_model, list_models
+from .export import export
 
 __version__ = _core.__version__
 
-__all__ = ["create_model", "list_models", "clinical", "data", "detection", "io", "metrics", "models",
+__all__ = ["create_model", "list_models", "export", "clinical", "data", "detection", "io", "metrics", "models",
            "runtime", "segmentation", "sequence", "split", "synth", "tasks", "train", "weights", "__version__"]

@@ -1,6 +1,7 @@
 """The `osteonet` command line. Each command group registers its own sub-command (``COMMANDS``; adding one
 is one line there): synth; train, evaluate, predict and check-data (osteonet.tasks); reproduce
-(osteonet.reproduce); bench; screen (osteonet.screen); weights (osteonet.weights); verify (checkpoint checksums). Every run writes into its --out folder; long work shows progress; an
+(osteonet.reproduce); bench; screen (osteonet.screen); weights (osteonet.weights); verify (checkpoint checksums);
+export (ONNX / TorchScript, osteonet.export). Every run writes into its --out folder; long work shows progress; an
 error is one line on stderr and exit status 2."""
 
 from __future__ import annotations
@@ -85,10 +86,60 @@ def register_verify(sub) -> None:
     v.set_defaults(fn=_cmd_verify)
 
 
+def _model_option(item: str) -> "tuple[str, object]":
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
+    try:
+        return key, json.loads(raw)  # numbers, true/false, null, lists
+    except json.JSONDecodeError:
+        return key, raw  # a name
+
+
+def _input_size(raw: str) -> "int | tuple[int, int]":
+    try:
+        parts = [int(v) for v in raw.lower().split("x")]
+    except ValueError:
+        raise ValueError(f"--input-size takes N or HxW, got {raw!r}") from None
+    return parts[0] if len(parts) == 1 else tuple(parts)  # type: ignore[return-value]
+
+
+def _cmd_export(a) -> int:
+    from .export import export
+
+    options = dict(_model_option(item) for item in a.set or []) or None
+    classes = [c.strip() for c in a.classes.split(",")] if a.classes else None
+    meta = export(a.model, a.out, a.format, options=options, weights=a.weights, part=a.part,
+                  input_size=_input_size(a.input_size) if a.input_size else None, classes=classes,
+                  slices=a.slices, opset=a.opset)
+    print(json.dumps(meta))
+    return 0
+
+
+def register_export(sub) -> None:
+    e = sub.add_parser("export", help="write a model as ONNX or TorchScript that runs without osteonet "
+                                      "(docs/deploy.md)")
+    e.add_argument("model", metavar="MODEL_OR_CHECKPOINT",
+                   help="a registered model name, or a trained run (its folder, model.json or a checkpoint in it)")
+    e.add_argument("--format", choices=["onnx", "torchscript"], required=True)
+    e.add_argument("--out", required=True, help="the file to write (atomically)")
+    e.add_argument("--part", default=None, help="detectors: maps (backbone + FPN + RPN head); runs of several "
+                                                "models: segmenter, regressor, classifier_<region>, an aggregator")
+    e.add_argument("--input-size", default=None, metavar="N|HxW", help="input height and width (default: the "
+                                                                       "run's, 224, 299 for inception_v3)")
+    e.add_argument("--slices", type=int, default=8, help="scan models: slices per scan (fixed in ONNX)")
+    e.add_argument("--opset", type=int, default=11, help="ONNX opset (11: what OpenCV 4.6 reads)")
+    e.add_argument("--set", action="append", metavar="KEY=VALUE", help="a model option for a model name "
+                                                                      "(repeatable, e.g. num_classes=3)")
+    e.add_argument("--weights", default=None, help="an osteonet checkpoint to load into a model given by name")
+    e.add_argument("--classes", default=None, help="class names stored in the metadata, comma-separated")
+    e.set_defaults(fn=_cmd_export)
+
+
 #: every sub-command, each registering its own parser
 COMMANDS = (register_synth, register_train, register_evaluate, register_predict, register_check_data,
             register_reproduce, register_bench, register_screen, register_weights,
-            register_verify)
+            register_verify, register_export)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -231,7 +231,9 @@ _WITH_TENSORS = {nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm1d, nn.Ba
 
 
 def _short_type(cpp_type: str) -> str:
-    return cpp_type.rsplit("::", 1)[-1].split("<", 1)[0].replace("Impl", "")
+    # "osteonet::backbones::ResNetImpl<osteonet::backbones::BasicBlock>" -> "ResNet": the template's own name
+    # (a valid identifier: TorchScript serialises traced modules under their class names)
+    return cpp_type.split("<", 1)[0].rsplit("::", 1)[-1].replace("Impl", "")
 
 
 def _state_of(module: nn.Module) -> Optional["_MirrorState"]:

@@ -14,7 +14,8 @@ from osteonet.reproduce import dsnet
 
 def test_every_command_registers_itself():
     names = set(build_parser()._subparsers._group_actions[0].choices)
-    assert names == {"synth", "train", "evaluate", "predict", "check-data", "reproduce", "bench", "screen", "weights", "verify"}
+    assert names == {"synth", "train", "evaluate", "predict", "check-data", "reproduce", "bench", "screen", "weights", "verify",
+                     "export"}
     assert len(COMMANDS) == len(names)
 
 
