@@ -129,3 +129,11 @@ def test_bad_input(call):
     with pytest.raises(ValueError) as e:
         call()
     assert "\n" not in str(e.value)
+
+
+def test_wilson_interval_stays_inside_0_1_at_the_ends():
+    # 54 of 54: rounding put the upper end at 1.0000000000000002 (found by the long Hypothesis run)
+    lo, hi = M.proportion_ci(54, 54)
+    assert hi == 1.0 and 0 < lo < 1
+    lo, hi = M.proportion_ci(0, 54)
+    assert lo == 0.0 and 0 < hi < 1
