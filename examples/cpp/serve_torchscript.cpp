@@ -10,6 +10,7 @@
 // The metadata travels inside the file as the extra file osteonet.json (classes, preprocessing, the osteonet
 // version, the model's name and options, inputs and outputs; docs/deploy.md). This example reads the fields
 // it needs with a regular expression to stay dependency-free; a service would use a JSON library.
+#include <torch/csrc/jit/passes/tensorexpr_fuser.h>
 #include <torch/script.h>
 #include <torch/torch.h>
 
@@ -58,6 +59,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
+    // No CPU TensorExpr fusion: torch 2.x's fuser can spend minutes compiling a DenseNet's graph at each new
+    // batch size (docs/deploy.md, "torch 2.x"); the unfused program computes the same.
+    torch::jit::setTensorExprFuserEnabled(false);
     // The metadata is read with the program: extra files named here are filled in by torch::jit::load.
     torch::jit::ExtraFilesMap extra{{"osteonet.json", ""}};
     torch::jit::script::Module program = torch::jit::load(argv[1], torch::kCPU, extra);
