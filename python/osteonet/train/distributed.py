@@ -77,6 +77,7 @@ def init_from_env(backend: Optional[str] = None, timeout: float = DEFAULT_TIMEOU
     backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    _without_libuv()
     dist.init_process_group(backend, init_method="env://", timeout=datetime.timedelta(seconds=timeout))
     return dist.get_world_size()
 
@@ -174,6 +175,13 @@ def _die_with_parent() -> None:
             pass
 
 
+def _without_libuv() -> None:
+    """torch >= 2.4 makes its TCPStore on libuv unless ``USE_LIBUV=0``; Debian's torch 2.x is built without
+    libuv and fails the rendezvous ("use_libuv was requested but PyTorch was build without libuv support").
+    The legacy store works in every torch: osteonet's rendezvous uses it unless ``USE_LIBUV`` is set."""
+    os.environ.setdefault("USE_LIBUV", "0")
+
+
 def _worker(rank_: int, nproc: int, port: int, backend: str, timeout: float, threads: int, folder: str,
             fn: Callable, args: Sequence[Any], kwargs: Dict[str, Any]) -> None:
     _die_with_parent()
@@ -183,6 +191,7 @@ def _worker(rank_: int, nproc: int, port: int, backend: str, timeout: float, thr
         torch.set_num_threads(threads)
         if backend == "nccl":
             torch.cuda.set_device(rank_)
+        _without_libuv()
         dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank_, world_size=nproc,
                                 timeout=datetime.timedelta(seconds=timeout))
         try:

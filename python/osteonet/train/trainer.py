@@ -167,7 +167,10 @@ class Trainer:
         self.device = torch.device(device) if device is not None else (first.device if first is not None else torch.device("cpu"))
         self.amp = bool(amp)
         self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
-        self.scaler = torch.cuda.amp.GradScaler(enabled=self.amp and self.device.type == "cuda")
+        # torch.amp.GradScaler("cuda") from torch 2.3 (torch.cuda.amp's is deprecated there); 1.13 has only that one
+        scaler = getattr(getattr(torch, "amp", None), "GradScaler", None)
+        on = self.amp and self.device.type == "cuda"
+        self.scaler = scaler("cuda", enabled=on) if scaler is not None else torch.cuda.amp.GradScaler(enabled=on)
         self.epoch = 0
         self.history: List[Dict[str, float]] = []
         self.stopped_early = False
