@@ -36,8 +36,9 @@
 #include <vector>
 
 #include <ATen/CPUGeneratorImpl.h>
-#include <caffe2/serialize/in_memory_adapter.h>
 #include <caffe2/serialize/inline_container.h>
+#include <caffe2/serialize/read_adapter_interface.h>
+#include <torch/csrc/jit/serialization/import_read.h>
 
 #include "osteonet/core/error.hpp"
 #include "osteonet/core/sha256.hpp"
@@ -326,19 +327,45 @@ inline void check_pickle(const std::string& where, const unsigned char* p, std::
   fail(n, "no STOP opcode");
 }
 
-/// check_pickle on the archive's data.pkl record.
-inline void check_archive_pickle(const std::string& where, const std::vector<char>& bytes) {
-  at::DataPtr data;
-  std::size_t size = 0;
+/// The bytes of a would-be archive, for LibTorch's zip reader, never read outside them: LibTorch's own
+/// in-memory readers (torch::pickle_load's, MemoryReadAdapter) copy whatever offset miniz asks for, and a
+/// damaged zip directory can ask for one beyond the buffer (found by libFuzzer under UBSan). A short read
+/// is an error to miniz, so such an archive is refused.
+class BoundedReader final : public caffe2::serialize::ReadAdapterInterface {
+ public:
+  explicit BoundedReader(const std::vector<char>& bytes) : bytes_(bytes) {}
+  size_t size() const override { return bytes_.size(); }
+  size_t read(uint64_t pos, void* buf, size_t n, const char* /*what*/ = "") const override {
+    if (pos >= bytes_.size()) return 0;
+    n = static_cast<size_t>(std::min<uint64_t>(n, bytes_.size() - pos));
+    std::memcpy(buf, bytes_.data() + pos, n);
+    return n;
+  }
+
+ private:
+  const std::vector<char>& bytes_;
+};
+
+/// What torch::pickle_load does, through a BoundedReader and with the pickle's opcodes walked
+/// (check_pickle) before LibTorch's unpickler runs them. Throws ValueError "<where>: ..." naming the damage.
+inline c10::IValue load_archive(const std::string& where, const std::vector<char>& bytes) {
   try {
-    caffe2::serialize::PyTorchStreamReader reader(
-        std::make_shared<caffe2::serialize::MemoryReadAdapter>(bytes.data(), static_cast<off_t>(bytes.size())));
+    caffe2::serialize::PyTorchStreamReader reader(std::make_shared<BoundedReader>(bytes));
+    at::DataPtr data;
+    std::size_t size = 0;
     std::tie(data, size) = reader.getRecord("data.pkl");
+    check_pickle(where, static_cast<const unsigned char*>(data.get()), size);
+    return torch::jit::readArchiveAndTensors("data", "", "", {}, {}, {}, reader);
+  } catch (const ValueError&) {
+    throw;
   } catch (const c10::Error& e) {
     std::string msg = e.what_without_backtrace();
-    throw ValueError(where + ": not an osteonet checkpoint (damaged zip archive: " + shorten(msg.substr(0, msg.find('\n')), 200) + ")");
+    throw ValueError(where + ": not an osteonet checkpoint (cannot be unpickled: " + shorten(msg.substr(0, msg.find('\n')), 200) + ")");
+  } catch (const std::exception& e) {
+    // LibTorch's unpickler also throws plain std::out_of_range on a damaged pickle (the checkpoint
+    // campaign found `vector::_M_range_check` from a flipped memo index): the same clean refusal.
+    throw ValueError(where + ": not an osteonet checkpoint (cannot be unpickled: " + shorten(e.what(), 200) + ")");
   }
-  check_pickle(where, static_cast<const unsigned char*>(data.get()), size);
 }
 }  // namespace detail
 
@@ -346,20 +373,7 @@ inline void check_archive_pickle(const std::string& where, const std::vector<cha
 /// read_checkpoint checks a file: what the libFuzzer target (tests/fuzz/cpp) feeds with mutated bytes.
 inline c10::impl::GenericDict parse_checkpoint(const std::string& path, const std::vector<char>& bytes) {
   check_checkpoint_bytes(path, bytes);
-  detail::check_archive_pickle("checkpoint " + path, bytes);
-  c10::IValue v;
-  try {
-    v = torch::pickle_load(bytes);
-  } catch (const c10::Error& e) {
-    std::string msg = e.what_without_backtrace();
-    msg = msg.substr(0, msg.find('\n'));
-    throw ValueError("checkpoint " + path + ": not an osteonet checkpoint (cannot be unpickled: " + msg + ")");
-  } catch (const std::exception& e) {
-    // LibTorch's unpickler also throws plain std::out_of_range on a damaged pickle (the checkpoint
-    // campaign found `vector::_M_range_check` from a flipped memo index): the same clean refusal.
-    throw ValueError("checkpoint " + path + ": not an osteonet checkpoint (cannot be unpickled: " +
-                     shorten(e.what(), 200) + ")");
-  }
+  const c10::IValue v = detail::load_archive("checkpoint " + path, bytes);
   if (!v.isGenericDict())
     throw ValueError("checkpoint " + path + ": not an osteonet checkpoint (holds a " + v.tagKind() + ", not a dict)");
   auto d = v.toGenericDict();

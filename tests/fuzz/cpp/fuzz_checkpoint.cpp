@@ -1,4 +1,4 @@
-// libFuzzer target: the checkpoint reader (zip checks, torch::pickle_load, checksums) on arbitrary bytes,
+// libFuzzer target: the checkpoint reader (zip checks, pickle walk, LibTorch unpickler, checksums) on arbitrary bytes,
 // built with AddressSanitizer + UndefinedBehaviorSanitizer by `make test-asan` (docs/reliability.md).
 // Every input must end in a dict or in osteonet::ValueError/TypeError; a c10::Error from LibTorch's
 // unpickler is caught by parse_checkpoint and reported as ValueError, anything else aborts the run.
