@@ -222,6 +222,45 @@ TEST_CASE("check_pickle: hand-made pickles; a damaged length or memo index is re
   CHECK_THROWS_WITH_AS(check("cbuiltins\nset"), doctest::Contains("an unterminated argument"), osteonet::ValueError);
 }
 
+TEST_CASE("verify_checksums: a tensor reaching past its storage is refused before hashing (libFuzzer's overflow)") {
+  // LibTorch's unpickler sets a stored tensor's offset, sizes and strides without checking them against its
+  // storage; hashing such a view read past the buffer (AddressSanitizer: heap-buffer-overflow).
+  auto view = [](int64_t offset, std::vector<int64_t> sizes, std::vector<int64_t> strides) {
+    auto base = torch::zeros({4});
+    auto t = torch::empty({0});
+    t.unsafeGetTensorImpl()->set_storage_keep_dtype(base.storage());
+    t.unsafeGetTensorImpl()->set_sizes_and_strides(sizes, strides);
+    t.unsafeGetTensorImpl()->set_storage_offset(offset);
+    return t;
+  };
+  const std::map<std::string, std::string> sums{{"x", "00"}};
+  CHECK_THROWS_WITH_AS(ot::verify_checksums("w", {{"x", view(2, {4}, {1})}}, sums),
+                       doctest::Contains("tensor 'x' (sizes [4], strides [1], offset 2) needs more than its storage's 16 bytes"),
+                       osteonet::ValueError);
+  CHECK_THROWS_WITH_AS(ot::verify_checksums("w", {{"x", view(0, {2, 2}, {3, 1})}}, sums),
+                       doctest::Contains("needs more than its storage's 16 bytes"), osteonet::ValueError);
+  CHECK_THROWS_WITH_AS(ot::verify_checksums("w", {{"x", view(0, {int64_t(1) << 40}, {0})}}, sums),  // 4 TB of values
+                       doctest::Contains("needs more than"), osteonet::ValueError);
+  // inside its storage: hashed, and here refused only for the (made-up) digest
+  CHECK_THROWS_WITH_AS(ot::verify_checksums("w", {{"x", view(2, {2}, {1})}}, sums), doctest::Contains("does not match its SHA-256"),
+                       osteonet::ValueError);
+}
+
+TEST_CASE("parse_checkpoint: libFuzzer's findings (tests/fuzz/cpp/regressions) are refused in one line") {
+  // Under AddressSanitizer (make test-asan) these read past their buffers before the fixes.
+  const std::string dir = std::string(__FILE__).substr(0, std::string(__FILE__).rfind('/')) + "/../fuzz/cpp/regressions/";
+  const std::vector<std::pair<std::string, std::string>> cases{
+      {"zip-offset-past-buffer.pt", "not an osteonet checkpoint"},
+      {"storage-larger-than-record.pt", "not an osteonet checkpoint"}};
+  for (const auto& [file, expected] : cases) {
+    CAPTURE(file);
+    std::ifstream in(dir + file, std::ios::binary);
+    REQUIRE(in.good());
+    const std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    CHECK_THROWS_WITH_AS(ot::parse_checkpoint(file, bytes), doctest::Contains(expected.c_str()), osteonet::ValueError);
+  }
+}
+
 TEST_CASE("atomic_write: the next write of a file removes the temporaries a killed writer left beside it") {
   const auto dir = temp_dir();
   const auto path = dir + "/ck.pt";

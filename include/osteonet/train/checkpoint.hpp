@@ -39,6 +39,7 @@
 #include <caffe2/serialize/inline_container.h>
 #include <caffe2/serialize/read_adapter_interface.h>
 #include <torch/csrc/jit/serialization/import_read.h>
+#include <torch/csrc/jit/serialization/storage_context.h>
 
 #include "osteonet/core/error.hpp"
 #include "osteonet/core/sha256.hpp"
@@ -192,6 +193,28 @@ inline std::map<std::string, std::string> state_checksums(const std::map<std::st
 }
 
 namespace detail {
+/// What hashing a tensor may touch, in bytes: the larger of its values' size (numel * element size) and
+/// the reach from its storage's start to its last element ((offset + sum (size - 1) * stride + 1) *
+/// element size), 0 when empty, in `out`; false for a negative size, stride or offset, or an overflow.
+inline bool view_bytes(const torch::Tensor& t, int64_t& out) {
+  out = 0;
+  if (!t.defined() || t.storage_offset() < 0) return false;
+  const int64_t esize = static_cast<int64_t>(t.element_size());
+  int64_t last = t.storage_offset(), count = 1;
+  for (int64_t d = 0; d < t.dim(); ++d) {
+    if (t.size(d) < 0 || t.stride(d) < 0) return false;
+    if (t.size(d) == 0) return true;
+    int64_t step = 0;
+    if (__builtin_mul_overflow(t.size(d) - 1, t.stride(d), &step) || __builtin_add_overflow(last, step, &last) ||
+        __builtin_mul_overflow(count, t.size(d), &count))
+      return false;
+  }
+  int64_t reach = 0, values = 0;
+  if (__builtin_mul_overflow(last + 1, esize, &reach) || __builtin_mul_overflow(count, esize, &values)) return false;
+  out = std::max(reach, values);
+  return true;
+}
+
 /// A stored digest shortened for a message.
 inline std::string short_hex(const std::string& h) { return h.size() > 12 ? h.substr(0, 12) + "..." : h; }
 }  // namespace detail
@@ -206,12 +229,14 @@ inline void verify_checksums(const std::string& where, const std::map<std::strin
     OSTEONET_CHECK(it != checksums.end(), where, ": corrupted, tensor '", kv.first,
                    "' has no checksum (a renamed or added tensor); nothing was loaded");
     // Writers store whole tensors: a view claiming more values than its storage holds (a damaged size
-    // or a zero stride) would make hashing it materialise gigabytes from a small file.
+    // or a zero stride) would make hashing it materialise gigabytes from a small file, and one reaching past
+    // its storage (a damaged offset or stride) would make it read outside the buffer (found by libFuzzer).
     const auto& t = kv.second;
     const int64_t stored = t.defined() && t.has_storage() ? static_cast<int64_t>(t.storage().nbytes()) : 0;
-    OSTEONET_CHECK(t.numel() * static_cast<int64_t>(t.element_size()) <= stored, where, ": corrupted, tensor '",
-                   kv.first, "' claims ", t.numel(), " values of ", t.element_size(), " bytes but its storage holds ",
-                   stored, " bytes; nothing was loaded");
+    int64_t touched = 0;
+    OSTEONET_CHECK(detail::view_bytes(t, touched) && touched <= stored, where, ": corrupted, tensor '", kv.first,
+                   "' (sizes ", t.sizes(), ", strides ", t.strides(), ", offset ", t.storage_offset(),
+                   ") needs more than its storage's ", stored, " bytes; nothing was loaded");
     const auto got = tensor_sha256(kv.second);
     OSTEONET_CHECK(got == it->second, where, ": corrupted, tensor '", kv.first, "' does not match its SHA-256 (stored ",
                    detail::short_hex(it->second), ", computed ", detail::short_hex(got), "); nothing was loaded");
@@ -346,8 +371,12 @@ class BoundedReader final : public caffe2::serialize::ReadAdapterInterface {
   const std::vector<char>& bytes_;
 };
 
-/// What torch::pickle_load does, through a BoundedReader and with the pickle's opcodes walked
-/// (check_pickle) before LibTorch's unpickler runs them. Throws ValueError "<where>: ..." naming the damage.
+/// What torch::pickle_load does, through a BoundedReader, with the pickle's opcodes walked (check_pickle)
+/// before LibTorch's unpickler runs them, and with every storage as large as its record really is.
+/// LibTorch sizes a storage by the element count the pickle claims, not by its record: a damaged count
+/// gave a 12-byte record a 48-byte storage, and hashing it read past the buffer (found by libFuzzer under
+/// AddressSanitizer). Handing the unpickler the storages, made from the records, closes that; views are
+/// then checked against them (verify_checksums). Throws ValueError "<where>: ..." naming the damage.
 inline c10::IValue load_archive(const std::string& where, const std::vector<char>& bytes) {
   try {
     caffe2::serialize::PyTorchStreamReader reader(std::make_shared<BoundedReader>(bytes));
@@ -355,7 +384,17 @@ inline c10::IValue load_archive(const std::string& where, const std::vector<char
     std::size_t size = 0;
     std::tie(data, size) = reader.getRecord("data.pkl");
     check_pickle(where, static_cast<const unsigned char*>(data.get()), size);
-    return torch::jit::readArchiveAndTensors("data", "", "", {}, {}, {}, reader);
+    auto storages = std::make_shared<torch::jit::DeserializationStorageContext>();
+    for (const auto& name : reader.getAllRecords()) {
+      if (name.rfind("data/", 0) != 0) continue;
+      at::DataPtr record;
+      std::size_t n = 0;
+      std::tie(record, n) = reader.getRecord(name);
+      storages->addStorage(name.substr(5), c10::Storage(c10::Storage::use_byte_size_t(), static_cast<int64_t>(n),
+                                                        std::move(record), nullptr, false));
+    }
+    return torch::jit::readArchiveAndTensors("data", "", "", {}, {}, {}, reader,
+                                             torch::jit::Unpickler::defaultTypeParser, storages);
   } catch (const ValueError&) {
     throw;
   } catch (const c10::Error& e) {
