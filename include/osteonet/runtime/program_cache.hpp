@@ -9,6 +9,8 @@
 #include <torch/torch.h>
 #include <torch/csrc/jit/api/module.h>
 #include <torch/csrc/jit/frontend/tracer.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
+#include <torch/version.h>
 
 #if defined(OSTEONET_WITH_CUDA)
 #include <ATen/cuda/CUDAGraph.h>
@@ -67,7 +69,7 @@ class ProgramCache {
         try {
           program = std::make_shared<torch::jit::Module>(freeze_program(x));
           // At least one run here: a program that fails does so inside this try.
-          for (int64_t i = 0; i < std::max<int64_t>(options_.warmup(), 1); ++i) program->forward({x});
+          for (int64_t i = 0; i < std::max<int64_t>(options_.warmup(), 1); ++i) run(*program, x);
         } catch (const std::exception& e) {  // c10::Error, or the TorchScript interpreter's runtime_error
           std::string what = e.what();
           if (auto* c10e = dynamic_cast<const c10::Error*>(&e)) what = c10e->what_without_backtrace();
@@ -80,7 +82,7 @@ class ProgramCache {
       }
     }
     if (!program) return fn_(x);
-    return unpack(program->forward({x}));
+    return unpack(run(*program, x));
   }
 
   /// "frozen" (TorchScript, CPU), "cuda_graph" or "eager": how shapes with their own program run.
@@ -103,6 +105,18 @@ class ProgramCache {
   }
 
  private:
+  /// One run of a frozen program. Under LibTorch 2.x the graph executor's own passes are off for it (a
+  /// thread-local guard, as torch.jit.optimized_execution(False)): the program is already frozen and
+  /// optimised for inference, and 2.x's CPU TensorExpr fuser spends minutes compiling a DenseNet's graph
+  /// (LibTorch 2.6: densenet121's bfloat16 session did not finish in 10 minutes, 6 s without the fuser).
+  /// LibTorch 1.13 does not fuse on the CPU; it runs as before.
+  static c10::IValue run(torch::jit::Module& program, const torch::Tensor& x) {
+#if TORCH_VERSION_MAJOR >= 2
+    torch::jit::GraphOptimizerEnabledGuard no_executor_passes(false);
+#endif
+    return program.forward({x});
+  }
+
   static std::vector<torch::Tensor> unpack(const c10::IValue& v) {
     if (!v.isTuple()) return {v.toTensor()};
     std::vector<torch::Tensor> out;
