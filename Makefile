@@ -119,7 +119,7 @@ test-asan: install
 	  -Iinclude -isystem /usr/include/torch/csrc/api/include tests/fuzz/cpp/fuzz_checkpoint.cpp \
 	  -o $(ASAN_BUILD)/fuzz_checkpoint -ltorch -ltorch_cpu -lc10
 	set -o pipefail; ASAN_OPTIONS=detect_leaks=0 $(ASAN_BUILD)/fuzz_checkpoint -max_total_time=$(ASAN_SECONDS) -rss_limit_mb=4096 \
-	  -artifact_prefix=$(ASAN_BUILD)/crashes/ $(ASAN_BUILD)/corpus 2>&1 | tail -n 25
+	  -artifact_prefix=$(ASAN_BUILD)/crashes/ $(ASAN_BUILD)/corpus tests/fuzz/cpp/regressions 2>&1 | tail -n 25
 
 bench: install cpp
 	$(PY) -m osteonet.cli bench --out out/bench
