@@ -235,6 +235,14 @@ def _failure(r: int, code: int, folder: str) -> str:
     return f"rank {r} exited with code {code}"
 
 
+def _written_at(folder: str, rank_: int) -> float:
+    """When rank ``rank_`` wrote its error (ns), or infinity when it wrote none."""
+    try:
+        return float(os.stat(os.path.join(folder, f"error.{rank_}")).st_mtime_ns)
+    except OSError:
+        return float("inf")
+
+
 def launch(fn: Callable, nproc: int, args: Sequence[Any] = (), kwargs: Optional[Dict[str, Any]] = None, *,
            backend: Optional[str] = None, timeout: float = DEFAULT_TIMEOUT, threads: Optional[int] = None) -> Any:
     """Runs ``fn(*args, **kwargs)`` on ``nproc`` ranks of one machine and returns rank 0's result.
@@ -285,9 +293,11 @@ def launch(fn: Callable, nproc: int, args: Sequence[Any] = (), kwargs: Optional[
                 multiprocessing.connection.wait([p.sentinel for p in alive], timeout=5.0)
                 for p in procs:
                     p.join(0)
-                # a signal is the cause; a peer's error ("connection closed") is its consequence
+                # a signal is the cause; a peer's error ("connection closed") is its consequence, so among the
+                # ranks that raised, the first to write its error is named (not the lowest rank: under load a
+                # peer's "connection reset" can arrive at the launcher first)
                 bad = [(r, p.exitcode) for r, p in enumerate(procs) if p.exitcode not in (None, 0)]
-                bad.sort(key=lambda rc: (rc[1] >= 0, rc[0]))
+                bad.sort(key=lambda rc: (rc[1] >= 0, _written_at(folder, rc[0]), rc[0]))
                 failed = [_failure(r, code, folder) for r, code in bad]
         finally:
             _stop(procs)
