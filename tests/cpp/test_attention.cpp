@@ -109,3 +109,34 @@ TEST_CASE("attention gradients match finite differences (double)") {
     CHECK(gradient_error([&](const torch::Tensor& t) { return m->forward(t); }, x) < 1e-5);
   }
 }
+
+TEST_CASE("DS and SK in CPU inference (channels-last, in place) equal the path as written") {
+  torch::manual_seed(0);
+  for (const char* n : {"sk", "ds"}) {
+    auto opts = oa::attention_options(n, osteonet::OptionMap({{"attn_zero_init_fuse", false}}));
+    if (std::string(n) != "ds") opts = oa::attention_options(n);
+    auto m = oa::create_attention(opts, 64);
+    {
+      torch::NoGradGuard ng;  // non-trivial norms, so that every stage matters
+      for (auto& p : m->ptr()->named_parameters()) p.value().uniform_(-0.3, 0.3);
+      for (auto& b : m->ptr()->named_buffers())
+        if (b.key().find("running_var") != std::string::npos) b.value().uniform_(0.5, 2.0);
+    }
+    m->ptr()->eval();
+    auto x = torch::randn({2, 64, 12, 10});
+    const auto x0 = x.clone();
+    const torch::Tensor written = m->forward(x).detach();  // autograd recording: the path as written
+    torch::Tensor fast;
+    {
+      torch::NoGradGuard ng;
+      CHECK(osteonet::core::unobserved_cpu_inference(*m->ptr(), x));
+      fast = m->forward(x);
+    }
+    CAPTURE(n);
+    CHECK(fast.is_contiguous());
+    CHECK(torch::equal(x, x0));  // the input is not written
+    CHECK((fast - written).abs().max().item<double>() < 1e-5);
+    m->ptr()->train();
+    CHECK_FALSE(osteonet::core::unobserved_cpu_inference(*m->ptr(), x));
+  }
+}

@@ -499,11 +499,18 @@ def test_traced_at_batch_one_runs_at_any_batch(spec):
     # No TorchScript fuser: torch 2.x's CPU TensorExpr fuser spends minutes compiling densenet121's traced
     # graph at a second batch size (torchvision's densenet121 too; docs/deploy.md). What is tested here is
     # the traced graph, which the fuser does not change.
+    # The eager reference runs as written (autograd on, nothing requiring grad): without autograd, CPU
+    # inference runs DS/SK channels-last (another summation order), and these perturbed weights drive
+    # dsnet_resnet50's logits to 1e7, where that rounding alone exceeds 1e-5 (test_models_reference.py
+    # compares the two layouts).
+    model.requires_grad_(False)
     with torch.no_grad(), torch.jit.fuser("none"):
         traced = torch.jit.trace(model, make(1), check_trace=False)
-        for n in (1, 3, 8):
-            x = make(n)
-            assert torch.allclose(traced(*x), model(*x), rtol=1e-5, atol=1e-5), n
+    for n in (1, 3, 8):
+        x = make(n)
+        with torch.no_grad(), torch.jit.fuser("none"):
+            got = traced(*x)
+        assert torch.allclose(got, model(*x), rtol=1e-5, atol=1e-5), n
 
 
 ONNX_CASES = [("resnet18", {}), ("dsnet_resnet50", {}), ("resnet18", {"attention": "se"}),

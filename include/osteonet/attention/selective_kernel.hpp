@@ -53,6 +53,7 @@ class SelectiveKernelImpl : public torch::nn::Cloneable<SelectiveKernelImpl>,
                    options.dilations().size());
     OSTEONET_CHECK(options.reduction() > 0, "SelectiveKernel: reduction must be positive, got reduction=", options.reduction());
     const int64_t groups = detail::fit_groups(std::gcd(in, out), options.groups());
+    channels_last_ = detail::channels_last_pays(in / groups);
     paths = register_module("paths", torch::nn::ModuleList());
     for (int64_t d : options.dilations()) {
       OSTEONET_CHECK(d >= 1, "SelectiveKernel: dilations must be >= 1, got dilation=", d);
@@ -69,21 +70,20 @@ class SelectiveKernelImpl : public torch::nn::Cloneable<SelectiveKernelImpl>,
 
   torch::Tensor forward(const torch::Tensor& x) {
     // Four-dimensional maps throughout and reshapes with a free batch (-1): a traced or exported
-    // program runs at any batch size and in ONNX runtimes without 5-D support.
+    // program runs at any batch size and in ONNX runtimes without 5-D support. CPU inference weights
+    // the paths in place and runs them channels-last where that pays (as DualSelective; same outputs).
+    const bool inference = core::unobserved_cpu_inference(*this, x);
+    const auto in = inference && channels_last_ ? x.contiguous(torch::MemoryFormat::ChannelsLast) : x;
     std::vector<torch::Tensor> outs;
     outs.reserve(paths->size());
-    for (const auto& p : *paths) outs.push_back(core::call(*p->as<detail::SeqImpl>(), x));
+    for (const auto& p : *paths) outs.push_back(core::call(*p->as<detail::SeqImpl>(), in));
     auto u = outs[0];
     for (size_t i = 1; i < outs.size(); ++i) u = u + outs[i];                  // N C H W
     auto s = torch::adaptive_avg_pool2d(u, {1, 1});                            // N C 1 1
     auto a = core::call(fc_select, torch::relu(pooled_norm(core::call(fc_reduce, s))));  // N (M C) 1 1
     a = a.view({-1, static_cast<int64_t>(outs.size()), out_channels}).softmax(1);          // N M C
-    torch::Tensor out;
-    for (size_t i = 0; i < outs.size(); ++i) {
-      auto term = outs[i] * a.select(1, static_cast<int64_t>(i)).view({-1, out_channels, 1, 1});
-      out = out.defined() ? out + term : term;
-    }
-    return out;
+    auto out = detail::weighted_sum(outs, a, out_channels, inference);
+    return inference ? out.contiguous() : out;
   }
 
   std::vector<std::string> walked_children() const override { return {"paths"}; }
@@ -106,6 +106,9 @@ class SelectiveKernelImpl : public torch::nn::Cloneable<SelectiveKernelImpl>,
   torch::nn::ModuleList paths{nullptr};
   torch::nn::Conv2d fc_reduce{nullptr}, fc_select{nullptr};
   torch::nn::BatchNorm2d bn{nullptr};
+
+ private:
+  bool channels_last_ = false;  // the inference layout (detail::channels_last_pays)
 };
 TORCH_MODULE(SelectiveKernel);
 

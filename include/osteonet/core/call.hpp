@@ -5,6 +5,7 @@
 // plain C++ one; with overrides, containers are walked child by child so that nested ones are found.
 #pragma once
 
+#include <torch/csrc/jit/frontend/tracer.h>
 #include <torch/torch.h>
 
 #include <atomic>
@@ -78,6 +79,15 @@ class CallOverrides {
 /// True when Python has taken over `module`'s calls.
 inline bool overridden(const torch::nn::Module* module) {
   return !CallOverrides::instance().empty() && CallOverrides::instance().find(module) != nullptr;
+}
+
+/// True where `m` may run its forward on `x` in another memory layout and with in-place arithmetic
+/// on its own intermediates: eval mode, autograd not recording, not tracing (a traced program keeps
+/// the module as written), on the CPU, and no call site taken over by Python anywhere (no hook or
+/// replacement can observe or hold an intermediate). The attention modules' inference layout.
+inline bool unobserved_cpu_inference(const torch::nn::Module& m, const torch::Tensor& x) {
+  return !m.is_training() && !torch::GradMode::is_enabled() && x.dim() == 4 && x.device().is_cpu() &&
+         CallOverrides::instance().empty() && !torch::jit::tracer::isTracing();
 }
 
 /// A module Python can call with tensors (osteonet._core.Module.forward runs it): every osteonet

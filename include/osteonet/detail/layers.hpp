@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <numeric>
+#include <vector>
 
 namespace osteonet::detail {
 
@@ -44,6 +45,31 @@ inline torch::nn::BatchNorm2d batch_norm(int64_t c, double eps = 1e-5, double mo
 /// Largest group count <= `groups` that divides `channels` (gcd), so grouped convolutions of the
 /// attention modules also fit narrow stages (a documented osteonet choice).
 inline int64_t fit_groups(int64_t channels, int64_t groups) { return std::gcd(channels, std::max<int64_t>(groups, 1)); }
+
+/// sum_i weights[:, i] * parts[i] for N x C x H x W parts and N x M x C weights (SK's and DS's branch
+/// mixing; C = `channels`, as the caller has it, so that traces and ONNX graphs keep what they had),
+/// reshaped with a free batch so traced programs run at any batch size; `in_place` writes into the
+/// parts (only for the caller's own intermediates that nothing else observes).
+inline torch::Tensor weighted_sum(std::vector<torch::Tensor>& parts, const torch::Tensor& weights, int64_t channels,
+                                  bool in_place) {
+  torch::Tensor sum;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    auto w = weights.select(1, static_cast<int64_t>(i)).view({-1, channels, 1, 1});
+    if (in_place) {
+      sum = sum.defined() ? sum.add_(parts[i].mul_(w)) : parts[i].mul_(w);
+    } else {
+      auto term = parts[i] * w;
+      sum = sum.defined() ? sum + term : term;
+    }
+  }
+  return sum;
+}
+
+/// Whether a grouped convolution with `channels_per_group` input channels per group runs faster on a
+/// channels-last input on the CPU (its weight left in the default layout): oneDNN's grouped kernels
+/// are 1.1-4x faster there up to 32 channels per group and up to 4x slower at 64 (2048 channels in 32
+/// groups; benchmarks/results/attention_inference.md). The attention modules' inference layout.
+inline bool channels_last_pays(int64_t channels_per_group) { return channels_per_group <= 32; }
 
 /// torchvision's ResNet/VGG/MobileNet initialisation: Kaiming-normal (fan_out, ReLU) convolutions,
 /// unit/zero norms, and N(0, linear_std) linears (linear_std <= 0 keeps PyTorch's default init).
