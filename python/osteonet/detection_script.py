@@ -276,7 +276,11 @@ class DetectorProgram(nn.Module):
         scales: List[float] = []
         for f in feats:
             approx = torch.tensor(float(f.size(-2)) / float(max_h), dtype=torch.float32)
-            scales.append(2.0 ** float(torch.round(torch.log2(approx))))
+            # float32 log2, then rounded as a tensor of its own: torch 2.x's CPU fuser (NNC) computes torch.round
+            # inside a fused group as 0 (Debian's torch 2.6), so round(log2(approx)) gave every scale 1.0 from
+            # the program's second call on (docs/building.md, torch 2.x)
+            log2 = float(torch.log2(approx))
+            scales.append(2.0 ** float(torch.round(torch.tensor(log2, dtype=torch.float32))))
         ids = [torch.full([p.size(0), 1], float(i)) for i, p in enumerate(proposals)]
         rois = torch.cat([torch.cat([ids[i], p], 1) for i, p in enumerate(proposals)], 0)
         if len(feats) == 1:

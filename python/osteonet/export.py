@@ -621,7 +621,8 @@ def same_detections(ref: Dict[str, torch.Tensor], got: Dict[str, torch.Tensor], 
 
 
 def _check_detector(program: Any, plan: _Plan) -> None:
-    """The whole-detector program against the detector on two images of the export size."""
+    """The whole-detector program against the detector on two images of the export size. One call: from its second
+    call on torch 2.x's CPU fuser compiles the program, for minutes or more with some bodies (docs/deploy.md)."""
     images = [plan.example[0], plan.example[0].flip(-1)]
     with torch.no_grad():
         ref, got = plan.module(images), program(images)

@@ -71,11 +71,8 @@ class ProgramCache {
           // At least one run here: a program that fails does so inside this try.
           for (int64_t i = 0; i < std::max<int64_t>(options_.warmup(), 1); ++i) run(*program, x);
         } catch (const std::exception& e) {  // c10::Error, or the TorchScript interpreter's runtime_error
-          std::string what = e.what();
-          if (auto* c10e = dynamic_cast<const c10::Error*>(&e)) what = c10e->what_without_backtrace();
-          const auto last = what.find_last_of('\n', what.find_last_not_of('\n'));
           TORCH_WARN(name_, ": no frozen program for input shape ", x.sizes(), "; running it eagerly (",
-                     what.substr(last == std::string::npos ? 0 : last + 1), ")");
+                     reason(e), ")");
           program = nullptr;
         }
         frozen_.emplace(shape, program);
@@ -105,16 +102,43 @@ class ProgramCache {
   }
 
  private:
-  /// One run of a frozen program. Under LibTorch 2.x the graph executor's own passes are off for it (a
-  /// thread-local guard, as torch.jit.optimized_execution(False)): the program is already frozen and
-  /// optimised for inference, and 2.x's CPU TensorExpr fuser spends minutes compiling a DenseNet's graph
-  /// (LibTorch 2.6: densenet121's bfloat16 session did not finish in 10 minutes, 6 s without the fuser).
-  /// LibTorch 1.13 does not fuse on the CPU; it runs as before.
+  /// One run of a frozen program, below the autograd dispatch keys. On the CPU the frozen float32 program
+  /// computes on oneDNN (MKLDNN) tensors, whose autograd key is AutogradOther. Debian's LibTorch 2.6 is
+  /// built with Vulkan, which registers a kernel of its own for aten::max_pool2d beside the
+  /// CompositeImplicitAutograd one; Vulkan also maps to AutogradOther, so the dispatcher's AutogradOther
+  /// entry for max_pool2d is the "ambiguous" kernel, which throws (an INTERNAL ASSERT) even under
+  /// NoGradGuard: every program with a max pooling (ResNets, DenseNets, the detector's body) failed at its
+  /// first run and its shape ran eagerly. (1.13 has no Vulkan kernel there.) Dispatching below autograd
+  /// reaches the CompositeImplicitAutograd kernel (oneDNN's max pooling). Not c10::InferenceMode, which
+  /// would do the same but return inference tensors, which the caller could neither update in place nor
+  /// save for backward (a trainable head on a session's embeddings). The input is detached: the programs
+  /// are inference-only, and nothing here records autograd history.
+  /// Under LibTorch 2.x the graph executor's own passes are also off (a thread-local guard, as
+  /// torch.jit.optimized_execution(False)): the program is already frozen and optimised for inference, and
+  /// 2.x's CPU TensorExpr fuser spends minutes compiling a DenseNet's graph (LibTorch 2.6: densenet121's
+  /// bfloat16 session did not finish in 10 minutes, 6 s without the fuser). LibTorch 1.13 does not fuse
+  /// on the CPU.
   static c10::IValue run(torch::jit::Module& program, const torch::Tensor& x) {
 #if TORCH_VERSION_MAJOR >= 2
     torch::jit::GraphOptimizerEnabledGuard no_executor_passes(false);
 #endif
-    return program.forward({x});
+    at::AutoDispatchBelowAutograd below_autograd;
+    return program.forward({x.detach()});
+  }
+
+  /// The line of a failure's message that says what failed: after the TorchScript interpreter's traceback,
+  /// its "RuntimeError: ..." line where there is one (the error may append many lines, e.g. a dispatcher
+  /// table), else the last non-empty line; for any other failure (tracing, freezing) the first line (a
+  /// tensor may follow it).
+  static std::string reason(const std::exception& e) {
+    std::string what = e.what();
+    if (auto* c10e = dynamic_cast<const c10::Error*>(&e)) what = c10e->what_without_backtrace();
+    if (what.rfind("The following operation failed in the TorchScript interpreter", 0) != 0)
+      return what.substr(0, what.find('\n'));
+    const auto error = what.find("\nRuntimeError: ");
+    if (error != std::string::npos) return what.substr(error + 1, what.find('\n', error + 1) - error - 1);
+    const auto last = what.find_last_of('\n', what.find_last_not_of('\n'));
+    return what.substr(last == std::string::npos ? 0 : last + 1);
   }
 
   static std::vector<torch::Tensor> unpack(const c10::IValue& v) {
