@@ -33,8 +33,7 @@ CASES = ([(n, {"num_classes": 3}, SIZES.get(n, S)) for n in BACKBONES if n not i
          + [("resnet18", {"num_classes": 3, "attention": a}, S) for a in ("se", "eca", "sk", "ds")]
          + [("unet", {"base_channels": 8, "num_classes": 3}, S), ("unet_plusplus", {"base_channels": 8, "depth": 3}, S)]
          + [(a, {}, 32) for a in osteonet.list_models("aggregator")])
-#: the ONNX test runs a rule aggregator and the LSTM (mean and vote build the same graph around another reduction)
-ONNX_CASES = [c for c in CASES if c[0] not in ("mean", "vote")]
+ONNX_CASES = CASES
 
 
 def _id(case):
@@ -42,10 +41,9 @@ def _id(case):
     return name + (f"-{kw['attention']}" if "attention" in kw else "")
 
 
-#: OpenCV 4.6's importer cannot read these graphs (docs/deploy.md): the aggregators build their step mask from
-#: the input's shape (Shape -> ConstantOfShape -> ReduceSum), and OpenCV's ReduceSum takes no computed input.
-OPENCV_CANNOT = {a: "OpenCV 4.6 cannot import the aggregator's shape-computed mask (ConstantOfShape -> ReduceSum)"
-                 for a in osteonet.list_models("aggregator")}
+#: OpenCV 4.6's importer cannot read these graphs (docs/deploy.md): the LSTM's zero initial states are expanded
+#: from the input (so that the batch stays free), and OpenCV's Expand parser asserts on the free (-1) size.
+OPENCV_CANNOT = {"lstm": "OpenCV 4.6 cannot import the LSTM's batch-free initial states (Expand with a -1 size)"}
 
 
 def _model(name, kw):
@@ -113,7 +111,7 @@ def test_onnx_runs_in_opencv_and_matches_eager(case, tmp_path):
             """)
         r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
         assert r.returncode != 0, "OpenCV now imports the aggregator's ONNX file: test it like the others"
-        assert "ReduceSum" in r.stderr or r.returncode < 0, r.stderr[-2000:]
+        assert "Expand" in r.stderr or r.returncode < 0, r.stderr[-2000:]
         pytest.skip(OPENCV_CANNOT[name])
     for n, seed in ((1, 0), (2, 1)):
         x = _input(meta, n, seed)

@@ -17,8 +17,11 @@
 
 namespace osteonet::sequence {
 
-/// Checks a padded batch `x` (B x T x D) and its `lengths` (B, int64, 1 <= length <= T); an undefined
-/// `lengths` means every sequence is T long. Returns the lengths as an int64 CPU-or-device tensor.
+/// Checks a padded batch `x` (B x T x D) and its `lengths` (B, int64, 1 <= length <= T). Returns the
+/// lengths as an int64 CPU-or-device tensor; an undefined `lengths` means every sequence is T long and
+/// comes back undefined: the aggregators then reduce over all T steps without a mask, so that a traced
+/// or exported program is plain reductions with B and T free (OpenCV's ONNX importer cannot read a mask
+/// computed from the input's shape).
 inline torch::Tensor check_padded(const std::string& where, const torch::Tensor& x, const torch::Tensor& lengths,
                                   int64_t feature_dim) {
   OSTEONET_CHECK(x.defined(), where, ": expected an input tensor, got an undefined tensor");
@@ -28,8 +31,7 @@ inline torch::Tensor check_padded(const std::string& where, const torch::Tensor&
                  x.sizes());
   OSTEONET_CHECK(feature_dim <= 0 || x.size(2) == feature_dim, where, ": expected D=", feature_dim,
                  " features per slice, got shape ", x.sizes());
-  // Every sequence T long, computed from x itself so that a traced program keeps B and T free.
-  if (!lengths.defined()) return torch::ones_like(x.select(2, 0), torch::kLong).sum(1);
+  if (!lengths.defined()) return {};
   OSTEONET_CHECK_TYPE(!lengths.is_floating_point() && lengths.scalar_type() != torch::kBool, where,
                       ": lengths must be integers, got dtype=", lengths.dtype());
   OSTEONET_CHECK(lengths.dim() == 1 && lengths.size(0) == x.size(0), where, ": expected ", x.size(0),
@@ -120,7 +122,7 @@ inline std::pair<torch::Tensor, torch::Tensor> probabilities(const std::string& 
                                                              const torch::Tensor& lengths) {
   if (x.defined() && x.dim() == 2) x = x.unsqueeze(2);
   auto len = check_padded(where, x, lengths, 1);
-  return {x.squeeze(2), len};
+  return {x.select(2, 0), len};  // not squeeze(2): PyTorch exports that as an ONNX `If`, which OpenCV cannot read
 }
 }  // namespace detail_agg
 
@@ -131,6 +133,7 @@ class MaxAggregatorImpl : public Aggregator<MaxAggregatorImpl> {
   void reset() override {}
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& lengths = {}) override {
     auto [p, len] = detail_agg::probabilities(name_, x, lengths);
+    if (!len.defined()) return p.amax(1);
     return p.masked_fill(~length_mask_like(len, p), -std::numeric_limits<double>::infinity()).amax(1);
   }
   int64_t input_dim() const override { return 1; }
@@ -149,6 +152,7 @@ class MeanAggregatorImpl : public Aggregator<MeanAggregatorImpl> {
   void reset() override {}
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& lengths = {}) override {
     auto [p, len] = detail_agg::probabilities(name_, x, lengths);
+    if (!len.defined()) return p.mean(1);
     auto m = length_mask_like(len, p);
     return torch::where(m, p, torch::zeros_like(p)).sum(1) / len.to(p.scalar_type());
   }
@@ -179,6 +183,9 @@ class VotingAggregatorImpl : public Aggregator<VotingAggregatorImpl> {
   }
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& lengths = {}) override {
     auto [p, len] = detail_agg::probabilities(name_, x, lengths);
+    // p >= threshold as arithmetic (exact for p and the threshold in [0, 1]), so that the exported graph has no
+    // boolean ops: OpenCV 4.6 cannot run the Less -> Not -> Cast that a comparison exports to.
+    if (!len.defined()) return torch::clamp(torch::floor(p - options.threshold()) + 1.0, 0.0, 1.0).mean(1);
     auto votes = (p >= options.threshold()).logical_and(length_mask_like(len, p));
     return votes.sum(1).to(p.scalar_type()) / len.to(p.scalar_type());
   }
@@ -238,6 +245,7 @@ class LstmAggregatorImpl : public Aggregator<LstmAggregatorImpl> {
                  auto r = lstm->forward(x, std::make_tuple(h0, h0.clone()));
                  return std::vector<torch::Tensor>{std::get<0>(r), std::get<0>(std::get<1>(r)), std::get<1>(std::get<1>(r))};
                }).at(0);
+    if (!len.defined()) return out.select(1, -1);  // every sequence T long: the last step
     auto idx = (len - 1).view({-1, 1, 1}).expand({-1, 1, out.size(2)});
     return out.gather(1, idx).squeeze(1);
   }
