@@ -495,6 +495,7 @@ def _onnx_bytes(plan: _Plan, meta_json: str, opset: int) -> bytes:
     _inline_shared_initializers(graph)
     _clip_as_relus(graph)
     _pool_attributes_2d(graph)
+    _lstm_default_states(graph)
     _check_no_constant_batch(graph, plan)
     entry = graph.metadata_props.add()
     entry.key, entry.value = METADATA_NAME, meta_json
@@ -583,6 +584,55 @@ def _pool_attributes_2d(graph: Any) -> None:
                 begin, end = a.ints
                 del a.ints[:]
                 a.ints.extend([begin, begin, end, end])
+
+
+def _lstm_default_states(graph: Any) -> None:
+    """The LSTM aggregator's zero initial states are built in shape after the input (so that the batch stays
+    free): ConstantOfShape(0) then Expand/Unsqueeze. OpenCV 4.6's importer reads initial states only as
+    constants. An LSTM operator without them starts from zeros (ONNX's default), so such provably zero states
+    are dropped from the LSTM's inputs, with the nodes that only computed them: the same numbers."""
+    from onnx import helper, numpy_helper
+
+    producer = {o: n for n in graph.graph.node for o in n.output}
+    initializers = {i.name: i for i in graph.graph.initializer}
+    keeps_zero = ("Expand", "Unsqueeze", "Squeeze", "Reshape", "Slice", "Gather", "Transpose", "Identity")
+
+    def is_zero(name: str) -> bool:
+        if name in initializers:
+            return not numpy_helper.to_array(initializers[name]).any()
+        node = producer.get(name)
+        if node is None:
+            return False
+        if node.op_type in keeps_zero:  # each of these moves or repeats its first input's elements
+            return is_zero(node.input[0])
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "ConstantOfShape":  # value defaults to a float 0
+            return "value" not in attrs or not numpy_helper.to_array(attrs["value"]).any()
+        if node.op_type == "Constant" and "value" in attrs:
+            return not numpy_helper.to_array(attrs["value"]).any()
+        return False
+
+    changed = False
+    for node in graph.graph.node:
+        if node.op_type == "LSTM":
+            for i in (5, 6):  # initial_h, initial_c
+                if len(node.input) > i and node.input[i] and is_zero(node.input[i]):
+                    node.input[i] = ""
+                    changed = True
+    if changed:
+        _drop_unused_nodes(graph)
+
+
+def _drop_unused_nodes(graph: Any) -> None:
+    """Removes nodes none of whose outputs is read (by a node or as a graph output), until none is left."""
+    outputs = {o.name for o in graph.graph.output}
+    while True:
+        read = {i for n in graph.graph.node for i in n.input} | outputs
+        keep = [n for n in graph.graph.node if any(o in read for o in n.output)]
+        if len(keep) == len(graph.graph.node):
+            return
+        del graph.graph.node[:]
+        graph.graph.node.extend(keep)
 
 
 def _check_no_constant_batch(graph: Any, plan: _Plan) -> None:

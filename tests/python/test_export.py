@@ -41,11 +41,6 @@ def _id(case):
     return name + (f"-{kw['attention']}" if "attention" in kw else "")
 
 
-#: OpenCV 4.6's importer cannot read these graphs (docs/deploy.md): the LSTM's zero initial states are expanded
-#: from the input (so that the batch stays free), and OpenCV's Expand parser asserts on the free (-1) size.
-OPENCV_CANNOT = {"lstm": "OpenCV 4.6 cannot import the LSTM's batch-free initial states (Expand with a -1 size)"}
-
-
 def _model(name, kw):
     model = osteonet.create_model(name, **kw)
     if model.family == "aggregator":
@@ -101,23 +96,36 @@ def test_onnx_runs_in_opencv_and_matches_eager(case, tmp_path):
     assert meta["osteonet_version"] == osteonet.__version__ and meta["model"]["name"] == name
     assert meta["preprocessing"]["input_size"] == [size, size]
     assert not [n for n in graph.graph.node if n.op_type == "Identity"]
-    if name in OPENCV_CANNOT:
-        # Still true? (else run it like the others.) In a subprocess: Debian 13's OpenCV crashes on this graph
-        # rather than raising (test-torch2), which would take pytest down with it.
-        probe = textwrap.dedent(f"""
-            import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
-            from test_export import _fixed_batch
-            _fixed_batch({path!r}, 1)
-            """)
-        r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
-        assert r.returncode != 0, "OpenCV now imports the aggregator's ONNX file: test it like the others"
-        assert "Expand" in r.stderr or r.returncode < 0, r.stderr[-2000:]
-        pytest.skip(OPENCV_CANNOT[name])
     for n, seed in ((1, 0), (2, 1)):
         x = _input(meta, n, seed)
         net = _fixed_batch(path, n)
         net.setInput(x.numpy())
         _close(net.forward(), _eager(model, encoder, x))
+
+
+def test_lstm_initial_states_dropped_only_when_provably_zero():
+    """The exported LSTM starts from ONNX's default zero states (OpenCV reads no computed states); a state that is
+    not provably zero stays an input of the LSTM."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    def graph(h0_nodes, h0_inits):
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 1, 2])
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 1, 1, 4])
+        w = [numpy_helper.from_array(np.ones(s, np.float32), n) for n, s in
+             (("W", (1, 16, 2)), ("R", (1, 16, 4)), ("B", (1, 32)))]
+        lstm = helper.make_node("LSTM", ["x", "W", "R", "B", "", "h0", "h0"], ["y"], hidden_size=4)
+        return helper.make_model(helper.make_graph(h0_nodes + [lstm], "g", [x], [y], w + h0_inits))
+
+    zero = graph([helper.make_node("ConstantOfShape", ["shape"], ["z"],
+                                   value=numpy_helper.from_array(np.zeros(1, np.float32))),
+                  helper.make_node("Expand", ["z", "shape"], ["h0"])],
+                 [numpy_helper.from_array(np.array([1, 1, 4], np.int64), "shape")])
+    E._lstm_default_states(zero)
+    assert list(zero.graph.node[-1].input[5:]) == ["", ""] and len(zero.graph.node) == 1  # the zeros' nodes gone
+    onnx.checker.check_model(zero)
+    ones = graph([], [numpy_helper.from_array(np.ones((1, 1, 4), np.float32), "h0")])
+    E._lstm_default_states(ones)
+    assert list(ones.graph.node[-1].input[5:]) == ["h0", "h0"]
 
 
 SCRIPT = textwrap.dedent("""

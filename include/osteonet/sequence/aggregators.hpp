@@ -237,15 +237,19 @@ class LstmAggregatorImpl : public Aggregator<LstmAggregatorImpl> {
   /// The hidden state after each sequence's last valid slice, B x hidden_size.
   torch::Tensor last_hidden(const torch::Tensor& x, const torch::Tensor& lengths = {}) {
     auto len = check_padded(name_, x, lengths, options.input_size());
-    auto out = core::call_many(lstm, {x}, [&] {  // B x T x H (Python's nn.LSTM returns (out, (h, c)))
-                 // Zero initial states built from x, so that a traced program keeps the batch free.
-                 auto zero = x.select(1, 0).narrow(1, 0, 1).mul(0);  // B x 1
-                 auto h0 = zero.expand({-1, options.hidden_size()}).unsqueeze(0)
-                               .expand({options.num_layers(), -1, options.hidden_size()}).contiguous();
-                 auto r = lstm->forward(x, std::make_tuple(h0, h0.clone()));
-                 return std::vector<torch::Tensor>{std::get<0>(r), std::get<0>(std::get<1>(r)), std::get<1>(std::get<1>(r))};
-               }).at(0);
-    if (!len.defined()) return out.select(1, -1);  // every sequence T long: the last step
+    auto outs = core::call_many(lstm, {x}, [&] {  // (Python's nn.LSTM returns (out, (h, c)))
+      // Zero initial states shaped after x (zeros_like, not from x's values), so that a traced program keeps
+      // the batch free; the ONNX export then drops them for the LSTM operator's own zero default.
+      auto zero = torch::zeros_like(x.select(1, 0).narrow(1, 0, 1));  // B x 1
+      auto h0 = zero.expand({-1, options.hidden_size()}).unsqueeze(0)
+                    .expand({options.num_layers(), -1, options.hidden_size()}).contiguous();
+      auto r = lstm->forward(x, std::make_tuple(h0, h0.clone()));
+      return std::vector<torch::Tensor>{std::get<0>(r), std::get<0>(std::get<1>(r)), std::get<1>(std::get<1>(r))};
+    });
+    // Every sequence T long: the last layer's final hidden state, which is the output at the last step (a
+    // constant slice of h_n; OpenCV's ONNX importer turns a Gather at index -1 into an empty Slice).
+    if (!len.defined()) return outs.at(1).narrow(0, options.num_layers() - 1, 1).squeeze(0);
+    const auto& out = outs.at(0);  // B x T x H
     auto idx = (len - 1).view({-1, 1, 1}).expand({-1, 1, out.size(2)});
     return out.gather(1, idx).squeeze(1);
   }
