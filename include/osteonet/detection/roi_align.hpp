@@ -259,33 +259,52 @@ void roi_align_forward_cpu(const torch::Tensor& input, const torch::Tensor& rois
   });
 }
 
-/// Whether the channels-last forward pays: the input is channels-last already, or the RoIs' bilinear taps
-/// (4 per sample) outnumber the input's elements per channel, so that one transposition of the input costs
-/// less than the strided gathers it saves (benchmarks/bench_training.py, cell roi_align).
-inline bool roi_align_channels_last(const torch::Tensor& input, const torch::Tensor& rois, int64_t ph, int64_t pw,
+/// Whether the channels-last kernels pay for a map of `shape` (N x C x H x W): the RoIs' bilinear taps (4 per
+/// sample) outnumber the map's elements per channel, so that one transposition of the map costs less than the
+/// strided gathers (or scatters) it saves (benchmarks/bench_training.py, cell roi_align).
+inline bool roi_align_channels_last(torch::IntArrayRef shape, int64_t num_rois, int64_t ph, int64_t pw,
                                     int64_t sampling_ratio) {
-  if (input.size(1) < 8) return false;  // too few channels to vectorise
-  if (input.is_contiguous(torch::MemoryFormat::ChannelsLast) && !input.is_contiguous()) return true;
+  if (shape[1] < 8) return false;  // too few channels to vectorise
   const int64_t samples = sampling_ratio > 0 ? sampling_ratio * sampling_ratio : 1;  // adaptive: at least one
-  return rois.size(0) * ph * pw * samples * 4 >= input.size(0) * input.size(2) * input.size(3);
+  return num_rois * ph * pw * samples * 4 >= shape[0] * shape[2] * shape[3];
 }
 
-/// Backward kernel (adjoint of the forward): scatters grad (K x C x ph x pw) into grad_input
-/// (N x C x H x W, zeroed). Channels in parallel (disjoint planes); per element the additions run in
-/// torchvision's order (RoI, bin, sample).
+/// Backward kernel (adjoint of the forward): scatters grad (K x C x ph x pw) into grad_input (N x C x H x W
+/// zeroed; channels-last contiguous with `channels_last`, where each sample's four neighbours are C contiguous
+/// values). Channels in parallel (disjoint elements); per element the additions run in torchvision's order
+/// (RoI, bin, sample) either way.
 template <typename T>
 void roi_align_backward_cpu(const torch::Tensor& grad, const torch::Tensor& rois, torch::Tensor& grad_input, T scale,
-                            int64_t ph, int64_t pw, int64_t sampling_ratio, bool aligned) {
+                            int64_t ph, int64_t pw, int64_t sampling_ratio, bool aligned, bool channels_last = false) {
   const int64_t C = grad_input.size(1), H = grad_input.size(2), W = grad_input.size(3), K = rois.size(0);
   const T* go = grad.data_ptr<T>();
   const T* r = rois.data_ptr<T>();
   T* gi = grad_input.data_ptr<T>();
   at::parallel_for(0, C, 1, [&](int64_t c_begin, int64_t c_end) {
     std::vector<Sample<T>> samples;
+    std::vector<T> gb(static_cast<size_t>(channels_last ? c_end - c_begin : 0));
     for (int64_t k = 0; k < K; ++k) {
       const auto g = roi_geometry<T>(r + k * 5, scale, ph, pw, sampling_ratio, aligned);
       roi_samples<T>(g, H, W, ph, pw, samples);
       const int64_t per_bin = g.grid_h * g.grid_w;
+      if (channels_last) {
+        T* image = gi + g.batch * H * W * C + c_begin;
+        const T* gk = go + (k * C + c_begin) * ph * pw;
+        const int64_t n = c_end - c_begin;
+        const Sample<T>* s = samples.data();
+        for (int64_t b = 0; b < ph * pw; ++b) {
+          for (int64_t c = 0; c < n; ++c) gb[c] = gk[c * ph * pw + b];
+          for (int64_t i = 0; i < per_bin; ++i, ++s) {
+            if (s->w1 == 0 && s->w2 == 0 && s->w3 == 0 && s->w4 == 0) continue;
+            for (const auto& [pos, w] : {std::pair<int64_t, T>{s->p1, s->w1}, {s->p2, s->w2}, {s->p3, s->w3},
+                                         {s->p4, s->w4}}) {
+              T* dst = image + pos * C;
+              for (int64_t c = 0; c < n; ++c) dst[c] += gb[c] * w / g.count;
+            }
+          }
+        }
+        continue;
+      }
       for (int64_t c = c_begin; c < c_end; ++c) {
         T* plane = gi + (g.batch * C + c) * H * W;
         const T* gk = go + (k * C + c) * ph * pw;
@@ -316,7 +335,9 @@ inline torch::Tensor roi_align_forward_kernel(const torch::Tensor& input, const 
                                               const RoiAlignParams& p) {
   auto r = rois.to(input.dtype()).contiguous();
   auto out = torch::empty({r.size(0), input.size(1), p.ph, p.pw}, input.options());
-  const bool channels_last = roi_align_channels_last(input, r, p.ph, p.pw, p.sampling_ratio);
+  const bool channels_last = (input.is_contiguous(torch::MemoryFormat::ChannelsLast) && !input.is_contiguous() &&
+                              input.size(1) >= 8) ||
+                             roi_align_channels_last(input.sizes(), r.size(0), p.ph, p.pw, p.sampling_ratio);
   auto x = input.contiguous(channels_last ? torch::MemoryFormat::ChannelsLast : torch::MemoryFormat::Contiguous);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "roi_align_forward", [&] {
     roi_align_forward_cpu<scalar_t>(x, r, out, static_cast<scalar_t>(p.spatial_scale), p.ph, p.pw, p.sampling_ratio,
@@ -329,12 +350,15 @@ inline torch::Tensor roi_align_backward_kernel(const torch::Tensor& grad, const 
                                                torch::IntArrayRef input_shape, const RoiAlignParams& p) {
   auto g = grad.contiguous();
   auto r = rois.to(g.dtype()).contiguous();
-  auto gi = torch::zeros(input_shape, g.options());
+  const bool channels_last = roi_align_channels_last(input_shape, r.size(0), p.ph, p.pw, p.sampling_ratio);
+  // (torch::zeros drops a memory format given in its options; empty honours it)
+  auto gi = torch::empty(input_shape, g.options(), channels_last ? torch::MemoryFormat::ChannelsLast
+                                                                 : torch::MemoryFormat::Contiguous).zero_();
   AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "roi_align_backward", [&] {
     roi_align_backward_cpu<scalar_t>(g, r, gi, static_cast<scalar_t>(p.spatial_scale), p.ph, p.pw, p.sampling_ratio,
-                                     p.aligned);
+                                     p.aligned, channels_last);
   });
-  return gi;
+  return gi.contiguous();  // the layout the input gradient always had
 }
 
 inline RoiAlignParams params_of(torch::autograd::AutogradContext* ctx) {
