@@ -404,12 +404,14 @@ def bench_detector(name, batch, size, repeats):
         variants["torchscript_peer_fp32"] = lambda: peer32(images)
         peer16 = frozen_backbone_detector(tv, images, bf16=True)
         variants["torchscript_peer_bf16_cl"] = lambda: peer16(images)
-    s32 = InferenceSession(ours, images, dtype="float32")
+    # The frozen backbone + FPN program (freeze=True; a CPU detector session runs eagerly by default).
+    s32 = InferenceSession(ours, images, dtype="float32", freeze=True)
     variants["session_fp32"] = lambda: s32(images)
-    s16 = InferenceSession(ours, images, dtype="bfloat16")
+    s16 = InferenceSession(ours, images, dtype="bfloat16", freeze=True)
     variants["session_bf16"] = lambda: s16(images)
     cell = measure(variants, detection_error(ref), repeats, base, s32, s16)
-    cell.update({"model": "DSNet detector (dsnet_resnet50 + FPN)" if name == "dsnet_detector" else name,
+    label = "DSNet detector (dsnet_resnet50 + FPN)" if name == "dsnet_detector" else name
+    cell.update({"model": f"{label} @ {size} px",
                  "batch": batch, "size": size, "peer_source": peer_src,
                  "detections_per_image": [int(r["boxes"].shape[0]) for r in ref]})
     return cell
@@ -426,7 +428,7 @@ def markdown(res):
              "session is faster than TorchScript freeze + optimize_for_inference on the same model; max |Δp| vs eager "
              "float32 (softmax probabilities; for the scan, its fracture probability). The scan cell takes "
              "preprocessed 224-px slices; its session runs the encoder with `features=True` and osteonet's LSTM "
-             "aggregator eagerly. Detector cells (512 x 512 structured images, random weights with peaked "
+             "aggregator eagerly. Detector cells (S x S structured images, S after the model's name, random weights with peaked "
              "classifiers): the last column is instead the fraction of the baseline's detections that a variant "
              "misses (no detection of the same label at IoU > 0.9 with |Δscore| < 1e-2); the session and the peer "
              "prepare backbone + FPN per padded batch shape and run proposals, RoIAlign, box head and NMS eagerly "
@@ -486,7 +488,7 @@ def main():
     torch.set_num_threads(args.threads)
     res = {"machine": machine(), "cells": [],
            "command": "python benchmarks/bench_runtime.py " + " ".join(
-               f"--{k} {v}" for k, v in vars(args).items() if k not in ("out", "update"))}
+               f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "update"))}
     for cell_name in args.cells.split(","):
         name, b = cell_name.split(":")[0], int(cell_name.split(":")[1])
         reps = args.repeats if b == 1 and name != "dsnet_resnet50" else max(5, args.repeats // 4)

@@ -47,7 +47,9 @@ class InferenceSession:
             or on CUDA, when the accuracy check passes).
         device: ``"cpu"`` or ``"cuda"``.
         cuda_graph: CUDA graphs per input shape (CUDA builds only).
-        freeze: CPU: TorchScript-freeze the folded copy per shape (else run it eagerly).
+        freeze: CPU: TorchScript-freeze the folded copy per shape (else run it eagerly). ``None``: backbones
+            freeze; detectors run eagerly, where a frozen backbone + FPN measured no worthwhile gain
+            (docs/runtime.md, "Detectors"; ``freeze=True`` still builds it).
         num_threads: ``torch.set_num_threads`` at construction when given (process-wide).
         warmup: runs of each new shape's program before use.
         max_shapes: shapes with their own program; later shapes run the folded copy eagerly.
@@ -68,7 +70,7 @@ class InferenceSession:
     """
 
     def __init__(self, model: Any, example_input: torch.Tensor, dtype: str = "float32", device: str = "cpu",
-                 cuda_graph: bool = True, freeze: bool = True, num_threads: Optional[int] = None,
+                 cuda_graph: bool = True, freeze: Optional[bool] = None, num_threads: Optional[int] = None,
                  warmup: int = 2, max_shapes: int = 8, features: bool = False) -> None:
         if not isinstance(model, (OsteoModel, Detector)):
             raise TypeError("InferenceSession: model must be an osteonet backbone or detector model "
@@ -81,6 +83,8 @@ class InferenceSession:
         for name, value in (("dtype", dtype), ("device", device)):
             if not isinstance(value, str):
                 raise TypeError(f"InferenceSession: {name} must be a str, got {type(value).__name__}")
+        if freeze is None:
+            freeze = not self._detector
         for name, value in (("cuda_graph", cuda_graph), ("freeze", freeze), ("features", features)):
             if not isinstance(value, bool):
                 raise TypeError(f"InferenceSession: {name} must be a bool, got {type(value).__name__}")

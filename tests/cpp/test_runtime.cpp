@@ -154,6 +154,13 @@ TEST_CASE("DetectorSession float32 equals the detector's eval forward and caches
   CHECK_THROWS_AS(session({}), osteonet::ValueError);
   CHECK_THROWS_AS(session({torch::rand({3, 64, 64}, torch::kDouble)}), osteonet::TypeError);
   CHECK_THROWS_AS(rt::DetectorSession(*det, images, rt::InferenceSessionOptions().features(true)), osteonet::ValueError);
+  // The default options run backbone + FPN eagerly on the CPU (docs/runtime.md, "Detectors").
+  rt::DetectorSession eager(*det, images);
+  CHECK(eager.mode() == "eager");
+  CHECK(eager.cached_shapes().empty());
+  auto again = eager(images);
+  CHECK(same_detections(again[0], expected[0]));
+  CHECK(same_detections(again[1], expected[1]));
 }
 
 #if defined(OSTEONET_WITH_CUDA)

@@ -239,7 +239,7 @@ def test_detector_session_equals_eager():
     g = torch.Generator().manual_seed(1)
     images = [scene(192, 192, g), scene(160, 192, g)]
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    session = InferenceSession(model, images, warmup=0)
+    session = InferenceSession(model, images, warmup=0, freeze=True)  # the frozen backbone + FPN program
     assert session.mode == "frozen" and session.dtype == "float32"
     assert session.accuracy < 1e-4
     assert session.folded == 53  # the ResNet-50 body; the FPN has no BatchNorm
@@ -257,6 +257,20 @@ def test_detector_session_equals_eager():
         match_detections(session(one)[0], model(one)[0])
     assert sorted(session.cached_shapes) == [(1, 3, 192, 192), (2, 3, 192, 192)]
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_detector_session_on_the_cpu_runs_eagerly_unless_frozen_is_asked_for():
+    """By default a CPU detector session runs backbone + FPN as its folded copy, eagerly (docs/runtime.md)."""
+    from conftest import match_detections, scene
+
+    model = _detector()
+    images = [scene(192, 192, torch.Generator().manual_seed(1))]
+    session = InferenceSession(model, images, warmup=0)
+    assert session.mode == "eager" and session.cached_shapes == [] and session.folded == 53
+    with torch.no_grad():
+        match_detections(session(images)[0], model(images)[0])
+    with pytest.raises(TypeError, match="freeze"):
+        InferenceSession(model, images, freeze="yes")
 
 
 def test_detector_session_bfloat16():

@@ -29,6 +29,11 @@ namespace osteonet::runtime {
 /// weights) and prepares the program of the example batch's padded shape. Options are
 /// InferenceSession's; features(true) is refused (a detector returns detections).
 ///
+/// On the CPU the default options (`cpu_defaults()`, freeze(false)) run backbone + FPN as the folded copy,
+/// eagerly: a frozen backbone + FPN program measured 1.01-1.11x the eager detector at 512 and 800 px, short of
+/// what is worth its build time and memory (docs/runtime.md, "Detectors"). Options with freeze(true) still
+/// build it (e.g. `InferenceSessionOptions()`, whose freeze defaults to true for backbones).
+///
 /// Accuracy is measured at construction on the example images, as probabilities: the heads of the
 /// session and of the float32 eager model score the same (eager) proposals, and `accuracy()` is the
 /// largest |difference| of the RPN objectness probabilities (every anchor) and of the box class
@@ -36,8 +41,11 @@ namespace osteonet::runtime {
 /// session above tolerance_float32 to the unfolded eager copy (warnings).
 class DetectorSession : public SessionBase {
  public:
+  /// The default options: InferenceSessionOptions with freeze(false) (see above; CUDA graphs unchanged).
+  static InferenceSessionOptions cpu_defaults() { return InferenceSessionOptions().freeze(false); }
+
   DetectorSession(const detection::FasterRCNNImpl& model, const std::vector<torch::Tensor>& example,
-                  InferenceSessionOptions options = {})
+                  InferenceSessionOptions options = cpu_defaults())
       : SessionBase("DetectorSession", model.name(), std::move(options)) {
     OSTEONET_CHECK(!options_.features(), where(),
                    ": features=true applies to backbones; a detector returns detections");
