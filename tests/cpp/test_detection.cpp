@@ -83,6 +83,7 @@ TEST_CASE("roi_align: the channels-last kernels equal the NCHW kernels bit for b
         // The public function (which picks the channels-last kernels for these 40 RoIs) on either layout.
         CHECK(det::detail_roi::roi_align_channels_last(x.sizes(), 40, 5, 4, sr));
         CHECK_FALSE(det::detail_roi::roi_align_channels_last(x.sizes(), 1, 5, 4, sr));
+        CHECK(det::detail_roi::roi_align_channels_last(x.sizes(), 1, 5, 4, sr, /*stored_channels_last=*/true));
         auto xc = x.contiguous(torch::MemoryFormat::ChannelsLast).requires_grad_();
         auto y = det::roi_align(xc, rois, {5, 4}, 0.125, sr, aligned);
         CHECK(torch::equal(y, a));

@@ -259,12 +259,14 @@ void roi_align_forward_cpu(const torch::Tensor& input, const torch::Tensor& rois
   });
 }
 
-/// Whether the channels-last kernels pay for a map of `shape` (N x C x H x W): the RoIs' bilinear taps (4 per
-/// sample) outnumber the map's elements per channel, so that one transposition of the map costs less than the
-/// strided gathers (or scatters) it saves (benchmarks/bench_training.py, cell roi_align).
+/// Whether the channels-last kernels pay for a map of `shape` (N x C x H x W): it is stored channels-last
+/// already, or the RoIs' bilinear taps (4 per sample) outnumber the map's elements per channel, so that one
+/// transposition of the map costs less than the strided gathers (or scatters) it saves
+/// (benchmarks/bench_training.py, cell roi_align).
 inline bool roi_align_channels_last(torch::IntArrayRef shape, int64_t num_rois, int64_t ph, int64_t pw,
-                                    int64_t sampling_ratio) {
+                                    int64_t sampling_ratio, bool stored_channels_last = false) {
   if (shape[1] < 8) return false;  // too few channels to vectorise
+  if (stored_channels_last) return true;
   const int64_t samples = sampling_ratio > 0 ? sampling_ratio * sampling_ratio : 1;  // adaptive: at least one
   return num_rois * ph * pw * samples * 4 >= shape[0] * shape[2] * shape[3];
 }
@@ -335,9 +337,9 @@ inline torch::Tensor roi_align_forward_kernel(const torch::Tensor& input, const 
                                               const RoiAlignParams& p) {
   auto r = rois.to(input.dtype()).contiguous();
   auto out = torch::empty({r.size(0), input.size(1), p.ph, p.pw}, input.options());
-  const bool channels_last = (input.is_contiguous(torch::MemoryFormat::ChannelsLast) && !input.is_contiguous() &&
-                              input.size(1) >= 8) ||
-                             roi_align_channels_last(input.sizes(), r.size(0), p.ph, p.pw, p.sampling_ratio);
+  const bool channels_last = roi_align_channels_last(
+      input.sizes(), r.size(0), p.ph, p.pw, p.sampling_ratio,
+      input.is_contiguous(torch::MemoryFormat::ChannelsLast) && !input.is_contiguous());
   auto x = input.contiguous(channels_last ? torch::MemoryFormat::ChannelsLast : torch::MemoryFormat::Contiguous);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "roi_align_forward", [&] {
     roi_align_forward_cpu<scalar_t>(x, r, out, static_cast<scalar_t>(p.spatial_scale), p.ph, p.pw, p.sampling_ratio,
