@@ -19,9 +19,11 @@ inline std::string first_line(const std::string& s) {
   return shorten(pos == std::string::npos ? s : s.substr(0, pos), 1000);
 }
 
-/// Maps osteonet's and LibTorch's C++ exceptions to Python exceptions with one-line messages.
+/// Maps osteonet's and LibTorch's C++ exceptions to Python exceptions with one-line messages. Module-local:
+/// a global translator would also rewrite what other extensions throw (torch._C's own pybind11 cast errors
+/// came out as this module's message).
 inline void register_error_translation() {
-  py::register_exception_translator([](std::exception_ptr p) {
+  py::register_local_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
     } catch (const osteonet::TypeError& e) {
