@@ -294,8 +294,22 @@ def test_a_trace_that_keeps_the_batch_size_is_refused(tmp_path):
 
 
 def test_a_trained_run_exports_with_its_card(tmp_path):
+    """In a fresh process: after the rest of the suite in one process, torch 1.13's exporter failed here inside
+    torch.onnx.export (`_jit_pass_canonicalize`'s new Graph met a stale non-held pybind11 instance at its address:
+    "Unable to cast from non-held to held instance"); cause not found, open in the issue notes."""
+    code = f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); " \
+           f"import test_export; test_export._trained_run_exports_with_its_card({str(tmp_path)!r})"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+def _trained_run_exports_with_its_card(tmp_path):
     """A classification run: weights through the verified reader, classes and preprocessing from the card."""
+    import pathlib
+
     from osteonet.tasks import run
+
+    tmp_path = pathlib.Path(tmp_path)
 
     data = tmp_path / "data"
     osteonet.synth.write_example("classification", str(data), seed=0)
