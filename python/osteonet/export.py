@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from . import _core
+from ._errors import first_line, release_frames
 
 __all__ = ["export", "read_metadata", "same_detections", "FORMATS", "METADATA_NAME", "EXPORT_VERSION", "DEFAULT_OPSET"]
 
@@ -465,8 +466,8 @@ def _torchscript_bytes(plan: _Plan, meta_json: str) -> bytes:
         with torch.no_grad():
             traced = torch.jit.trace(plan.module, (plan.example,), check_trace=False)
     except Exception as e:  # noqa: BLE001  (a model the tracer cannot follow: one line)
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise RuntimeError(f"cannot trace {plan.meta['model']['name']}: {msg}") from None
+        release_frames(e)
+        raise RuntimeError(f"cannot trace {plan.meta['model']['name']}: {first_line(e)}") from None
     finally:
         ctx.__exit__(None, None, None)
     buf = io.BytesIO()
@@ -487,8 +488,9 @@ def _onnx_bytes(plan: _Plan, meta_json: str, opset: int) -> bytes:
             torch.onnx.export(plan.module, (plan.example,), buf, input_names=plan.inputs, output_names=plan.outputs,
                               dynamic_axes=plan.dynamic_axes, opset_version=opset, do_constant_folding=True)
     except Exception as e:  # noqa: BLE001  (an operator ONNX lacks: one line)
+        release_frames(e)  # its frames hold the exporter's Graph: kept, they break the next export
         raise RuntimeError(f"cannot export {plan.meta['model']['name']} to ONNX opset {opset}: "
-                           f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+                           f"{first_line(e)}") from None
     finally:
         ctx.__exit__(None, None, None)
     graph = onnx.load_from_string(buf.getvalue())

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from . import _core
+from ._errors import first_line
 from .models import CppModule, OsteoModel, create_model
 from .train.trainer import freeze_batchnorm  # noqa: F401  (one freeze_batchnorm, re-exported here)
 
@@ -693,5 +694,5 @@ def load_ovf_checkpoint(path: Union[str, os.PathLike]) -> Tuple[SliceEncoder, Ag
         agg.load_state_dict(state["model"])
     except RuntimeError as e:
         raise ValueError(f"checkpoint {path}: the aggregator state does not fit {card['aggregator']!r} "
-                         f"({str(e).splitlines()[0]})") from None
+                         f"({first_line(e)})") from None
     return enc.eval(), agg.eval(), card

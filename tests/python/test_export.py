@@ -281,6 +281,34 @@ def test_vgg_at_a_size_onnx_cannot_pool_is_one_line(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def _graphs_held(error):
+    """The TorchScript Graphs (and ONNX graph contexts) the frames of an exception chain still hold."""
+    held, seen = [], set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        tb = error.__traceback__
+        while tb is not None:
+            held += [f"{tb.tb_frame.f_code.co_name}.{k}" for k, v in tb.tb_frame.f_locals.items()
+                     if isinstance(v, torch._C.Graph) or type(v).__name__ == "GraphContext"]
+            tb = tb.tb_next
+        error = error.__cause__ or error.__context__
+    return held
+
+
+def test_a_failed_export_does_not_break_the_next(tmp_path):
+    """A failed ONNX export kept by its caller (a notebook's last error, pytest's excinfo) held the exporter's
+    Graph through torch 1.13's non-owning pybind11 reference; a later Graph at the freed address then failed
+    the next exports with "Unable to cast from non-held to held instance" (3 of 8 resnet18 exports here)."""
+    kept = []
+    try:
+        E.export("vgg16", str(tmp_path / "v.onnx"), "onnx", input_size=S, options={"num_classes": 2})
+    except RuntimeError as e:
+        kept.append(e)
+    assert kept and _graphs_held(kept[0]) == []
+    for i in range(4):
+        E.export("resnet18", str(tmp_path / f"r{i}.onnx"), "onnx", input_size=S, options={"num_classes": 2})
+
+
 def test_a_trace_that_keeps_the_batch_size_is_refused(tmp_path):
     """A model whose traced program holds the example's batch (here a Python hook that reshapes with a
     number) is refused in one line and nothing is written."""
@@ -294,22 +322,8 @@ def test_a_trace_that_keeps_the_batch_size_is_refused(tmp_path):
 
 
 def test_a_trained_run_exports_with_its_card(tmp_path):
-    """In a fresh process: after the rest of the suite in one process, torch 1.13's exporter failed here inside
-    torch.onnx.export (`_jit_pass_canonicalize`'s new Graph met a stale non-held pybind11 instance at its address:
-    "Unable to cast from non-held to held instance"); cause not found, open in the issue notes."""
-    code = f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); " \
-           f"import test_export; test_export._trained_run_exports_with_its_card({str(tmp_path)!r})"
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-
-
-def _trained_run_exports_with_its_card(tmp_path):
     """A classification run: weights through the verified reader, classes and preprocessing from the card."""
-    import pathlib
-
     from osteonet.tasks import run
-
-    tmp_path = pathlib.Path(tmp_path)
 
     data = tmp_path / "data"
     osteonet.synth.write_example("classification", str(data), seed=0)

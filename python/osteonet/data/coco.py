@@ -9,6 +9,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from .._errors import first_line
+
 __all__ = ["CocoDetection", "read_image", "collate"]
 
 
@@ -39,7 +41,7 @@ def read_image(path: str, channels: int = 3, window: Tuple[float, float] = (400.
     except FileNotFoundError:
         raise ValueError(f"image {path}: no such file") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ValueError(f"image {path}: not a readable PNG/JPEG ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        raise ValueError(f"image {path}: not a readable PNG/JPEG ({first_line(e)})") from None
     return _channels(torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).float(), channels)
 
 

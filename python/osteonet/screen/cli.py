@@ -7,6 +7,8 @@ import argparse
 import sys
 from typing import List, Optional
 
+from .._errors import first_line
+
 __all__ = ["add_parser", "run", "main"]
 
 
@@ -56,7 +58,7 @@ def run(a: argparse.Namespace) -> int:
                      seg_checkpoint=a.seg_checkpoint, dicom_outputs=not a.no_dicom_outputs, progress=not a.quiet,
                      roi_margin_mm=a.roi_margin)
     except RuntimeError as e:  # the C++ core and LibTorch: one line, never a backtrace
-        raise ValueError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+        raise ValueError(first_line(e)) from None
     if not a.quiet:
         for v in rep["vertebrae"]:
             h = v["heights_mm"]

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .. import _core
+from .._errors import first_line
 from ..io import write_bytes
 
 __all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_summary", "rng_state", "set_rng_state", "CHECKPOINT_VERSION",
@@ -125,8 +126,7 @@ def _rng_restorer(state: Dict[str, Any], generators: Sequence[torch.Generator] =
         for s in saved:
             torch.Generator().set_state(s)
     except (KeyError, TypeError, ValueError, OverflowError, RuntimeError, AttributeError, IndexError) as e:
-        msg = str(e).splitlines()[0] if str(e) else ""
-        raise ValueError(f"the random-number state cannot be restored ({type(e).__name__}: {msg[:200]})") from None
+        raise ValueError(f"the random-number state cannot be restored ({type(e).__name__}: {first_line(e)[:200]})") from None
     if generators and len(saved) != len(generators):
         raise ValueError(f"set_rng_state: the state holds {len(saved)} extra generator(s), got generators of "
                          f"length {len(generators)}")
@@ -259,8 +259,7 @@ def _read(path: str, map_location: Any = "cpu") -> Dict[str, Any]:
     try:
         state = torch.load(path, map_location=map_location)
     except Exception as e:  # noqa: BLE001  (any unpickling failure is one clear error)
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ValueError(f"checkpoint {path}: not an osteonet checkpoint (cannot be unpickled: {msg})") from None
+        raise ValueError(f"checkpoint {path}: not an osteonet checkpoint (cannot be unpickled: {first_line(e)})") from None
     if not isinstance(state, dict) or "osteonet_checkpoint" not in state:
         what = type(state).__name__
         raise ValueError(f"checkpoint {path}: not an osteonet checkpoint (no 'osteonet_checkpoint' key in a {what})")
@@ -314,9 +313,8 @@ def load_checkpoint(path: str, model: Optional[torch.nn.Module] = None, optimize
             if scaler is not None and "scaler" in state:
                 scaler.load_state_dict(state["scaler"])
         except (KeyError, TypeError, ValueError, OverflowError, RuntimeError, AttributeError, IndexError) as e:
-            msg = str(e).splitlines()[0] if str(e) else ""
             raise ValueError(f"checkpoint {path}: its optimiser, schedule or scaler state cannot be restored "
-                             f"({type(e).__name__}: {msg[:200]}); nothing was loaded") from None
+                             f"({type(e).__name__}: {first_line(e)[:200]}); nothing was loaded") from None
     except BaseException:
         if before is not None:
             with torch.no_grad():
@@ -338,8 +336,7 @@ def verify_file(path: str) -> Dict[str, Any]:
     try:
         raw = torch.load(path, map_location="cpu")
     except Exception as e:  # noqa: BLE001  (any unpickling failure is one clear error)
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ValueError(f"{path}: cannot be unpickled ({msg})") from None
+        raise ValueError(f"{path}: cannot be unpickled ({first_line(e)})") from None
     if isinstance(raw, dict) and "osteonet_checkpoint" in raw:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UnverifiedWeightsWarning)
