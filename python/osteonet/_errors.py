@@ -1,7 +1,9 @@
-"""One-line errors: what osteonet keeps of an exception it turns into its own message."""
+"""One-line errors: what osteonet keeps of an exception it turns into its own message, and the nearest valid
+name for "did you mean" (as the C++ registry's)."""
 from __future__ import annotations
 
 import traceback
+from typing import Sequence
 
 
 def first_line(error: BaseException) -> str:
@@ -24,3 +26,17 @@ def release_frames(error: BaseException) -> None:
         seen.add(id(error))
         traceback.clear_frames(error.__traceback__)
         error = error.__cause__ or error.__context__
+
+
+def nearest(name: str, valid: Sequence[str]) -> str:
+    """The valid name closest to ``name`` (edit distance; the first of equals), for "did you mean" messages."""
+    return min(valid, key=lambda v: _edit_distance(str(name), v)) if valid else ""
+
+
+def _edit_distance(a: str, b: str) -> int:
+    d = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, d[0] = d[0], i
+        for j, cb in enumerate(b, 1):
+            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (ca != cb))
+    return d[-1]

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from . import _core
-from ._errors import first_line, release_frames
+from ._errors import first_line, nearest, release_frames
 
 __all__ = ["export", "read_metadata", "same_detections", "FORMATS", "METADATA_NAME", "EXPORT_VERSION", "DEFAULT_OPSET"]
 
@@ -115,12 +115,6 @@ class _Plan:
 
 def _where(source: Any) -> str:
     return f"export({source if isinstance(source, str) else type(source).__name__})"
-
-
-def _nearest(name: str, valid: Sequence[str]) -> str:
-    from .tasks.base import nearest
-
-    return nearest(name, valid)
 
 
 def _size_pair(input_size: Any, default: int, where: str) -> Tuple[int, int]:
@@ -790,7 +784,7 @@ def export(model: Union[str, os.PathLike, nn.Module], path: Union[str, os.PathLi
             model, part = found.pop("model"), found.pop("part", None)
         else:
             raise ValueError(f"{where}: not a registered model nor an existing checkpoint; did you mean "
-                             f"{_nearest(model, names)!r}? (osteonet.list_models(None))")
+                             f"{nearest(model, names)!r}? (osteonet.list_models(None))")
     elif options:
         raise ValueError(f"{where}: options apply to a model given by name; this model is already built")
     if weights is not None:

@@ -15,6 +15,8 @@ import json
 import os
 from typing import Dict, FrozenSet, List, Optional, Sequence
 
+from .._errors import nearest
+
 __all__ = ["LEVELS", "SCREENED_LEVELS", "LabelTable", "BUILTIN_TABLES", "load_table", "level_rank", "is_level"]
 
 #: Every vertebra level in head-to-feet order (T13 and L6 are the common numeric variants).
@@ -92,13 +94,6 @@ def _vertebrae_body() -> LabelTable:
 BUILTIN_TABLES = {"total": _total, "verse": _verse, "vertebrae_body": _vertebrae_body, "osteonet": _osteonet}
 
 
-def _nearest(name: str, choices: Sequence[str]) -> str:
-    import difflib
-
-    m = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.0)
-    return m[0] if m else ""
-
-
 def _int(value, spec: str) -> int:
     try:
         return int(value)
@@ -137,7 +132,7 @@ def load_table(spec: Optional[str]) -> LabelTable:
     if spec in BUILTIN_TABLES:
         return BUILTIN_TABLES[spec]()
     if not os.path.exists(spec):
-        raise ValueError(f"label table: unknown table {spec!r}; did you mean {_nearest(spec, list(BUILTIN_TABLES))!r}? "
+        raise ValueError(f"label table: unknown table {spec!r}; did you mean {nearest(spec, list(BUILTIN_TABLES))!r}? "
                          f"(built in: {', '.join(BUILTIN_TABLES)}; or a .json/.csv file)")
     low = spec.lower()
     try:

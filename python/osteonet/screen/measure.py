@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from .. import _core
+from .._errors import nearest
 from .calibration import Calibration, phantomless
 from .labels import LEVELS, SCREENED_LEVELS, LabelTable
 
@@ -81,10 +82,8 @@ def measure(hu: np.ndarray, labels: np.ndarray, affine: np.ndarray, table: Label
     """
     unknown_opts = sorted(set(options) - set(MEASURE_OPTIONS))
     if unknown_opts:
-        import difflib
-
-        near = difflib.get_close_matches(unknown_opts[0], MEASURE_OPTIONS, n=1, cutoff=0.0)
-        raise ValueError(f"measure: unknown option {unknown_opts[0]!r}; did you mean {near[0]!r}? "
+        raise ValueError(f"measure: unknown option {unknown_opts[0]!r}; did you mean "
+                         f"{nearest(unknown_opts[0], MEASURE_OPTIONS)!r}? "
                          f"(valid: {', '.join(MEASURE_OPTIONS)})")
     calibration = calibration or phantomless()
     hu = np.ascontiguousarray(hu) if hu.dtype in (np.int16, np.float32) else np.ascontiguousarray(hu, dtype=np.float32)

@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from .. import _core
+from .._errors import nearest
 from . import dicom as sdicom
 from . import report as srep
 from .calibration import Calibration, from_phantom, parse_calibration
@@ -90,10 +91,8 @@ def screen(ct: str, out: Optional[str] = None, masks: Optional[str] = None, body
     log: Callable[[str], None] = (lambda m: print(f"screen: {m}", file=sys.stderr, flush=True)) if progress else (lambda m: None)
     bad = sorted(set(options) - set(MEASURE_OPTIONS))
     if bad:
-        import difflib
-
-        near = difflib.get_close_matches(bad[0], MEASURE_OPTIONS, n=1, cutoff=0.0)
-        raise TypeError(f"screen: unknown option {bad[0]!r}; did you mean {near[0]!r}? (valid: {', '.join(MEASURE_OPTIONS)})")
+        raise TypeError(f"screen: unknown option {bad[0]!r}; did you mean {nearest(bad[0], MEASURE_OPTIONS)!r}? "
+                        f"(valid: {', '.join(MEASURE_OPTIONS)})")
     if out is not None and os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"screen: --out must be a folder, got out={out} (a file)")
     if phantom_mask is not None and calibration not in (None, "phantom"):

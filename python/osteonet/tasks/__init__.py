@@ -21,7 +21,7 @@ TASK_NAMES = ("classification", "detection", "ovf", "segmentation", "bmd", "hip"
 
 def get_task(name: str) -> Task:
     """The task called ``name`` (ValueError with the nearest name otherwise)."""
-    from .base import nearest
+    from .._errors import nearest
 
     if not isinstance(name, str):
         raise TypeError(f"get_task: name must be a str, got {type(name).__name__}")

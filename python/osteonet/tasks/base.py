@@ -17,7 +17,9 @@ import json
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["Option", "Samples", "Task", "nearest", "load_init_weights"]
+from .._errors import nearest
+
+__all__ = ["Option", "Samples", "Task", "load_init_weights"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,13 +62,6 @@ class Samples:
         if labels and all(isinstance(v, str) and v for v in labels):
             out["by_label"] = {k: labels.count(k) for k in sorted(set(labels))}
         return out
-
-
-def nearest(name: str, valid: Sequence[str]) -> str:
-    """The valid name closest to ``name`` (edit distance), for "did you mean" messages."""
-    from ..train.optim import _distance
-
-    return min(valid, key=lambda v: _distance(name, v)) if valid else ""
 
 
 def load_init_weights(model: Any, path: str, where: str) -> Dict[str, Any]:

@@ -172,7 +172,7 @@ class ClassificationTask(Task):
         import osteonet
 
         if o["model"] not in osteonet.list_models():
-            from .base import nearest
+            from .._errors import nearest
 
             raise ValueError(f"{where_}: unknown model {o['model']!r}; did you mean "
                              f"{nearest(o['model'], osteonet.list_models())!r}?")

@@ -7,6 +7,7 @@ from typing import Any, Dict, Iterable, List, Sequence, Union
 import torch
 
 from .. import _core
+from .._errors import nearest
 
 __all__ = ["create_optimizer", "make_schedule", "Schedule", "SCHEDULE_NAMES", "OPTIMIZER_NAMES", "get_lrs", "set_lrs"]
 
@@ -40,7 +41,7 @@ def create_optimizer(name: str, params: Union[torch.nn.Module, Iterable[torch.Te
     ``"sgd"`` (momentum, Nesterov, L2 weight decay), ``"adam"`` (L2 weight decay), ``"adamw"`` (decoupled decay).
     """
     if name not in OPTIMIZER_NAMES:
-        near = min(OPTIMIZER_NAMES, key=lambda c: _distance(name, c))
+        near = nearest(name, OPTIMIZER_NAMES)
         raise ValueError(f"create_optimizer: unknown optimizer '{name}'; did you mean '{near}'? "
                          f"(valid: {', '.join(OPTIMIZER_NAMES)})")
     if lr < 0 or weight_decay < 0:
@@ -78,10 +79,3 @@ def set_lrs(optimizer: torch.optim.Optimizer, lrs: Sequence[float]) -> None:
         g["lr"] = float(lr)
 
 
-def _distance(a: str, b: str) -> int:
-    d = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        prev, d[0] = d[0], i
-        for j, cb in enumerate(b, 1):
-            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (ca != cb))
-    return d[-1]
