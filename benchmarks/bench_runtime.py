@@ -7,6 +7,14 @@ Usage: python benchmarks/bench_runtime.py --out benchmarks/results [--repeats 20
 Cell ``resnet50_imagenet`` (issue 15) runs the ImageNet ResNet-50 (osteonet.weights) on natural pictures:
 the bfloat16 accuracy check on real weights rather than random ones.
 
+``--fuser onednn_graph`` (torch 2.x only, issue 20) adds the sessions with ``fuser="onednn_graph"`` in both
+dtypes to the backbone cells, and their ratios to the peer. Debian 12's torch is 1.13; run it in
+``make test-torch2``'s trixie root (docs/runtime.md):
+
+    chroot ROOT bash -c "cd /src && PYTHONPATH=/opt/osteonet python3 benchmarks/bench_runtime.py --fuser onednn_graph \
+        --cells resnet50:1,resnet50:8,dsnet_resnet50:1,dsnet_resnet50:8,densenet121:1,densenet121:8,resnet50_imagenet:1 \
+        --out benchmarks/results/torch2"
+
 Every variant of one (model, batch) cell is timed round-robin (one call each, repeated), so load
 changes of this shared machine hit all variants alike. Weights: the osteonet model's random init
 with BatchNorm statistics and affine parameters moved away from identity (so folding is not
@@ -25,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -32,7 +41,7 @@ import torchvision
 
 import osteonet
 from osteonet.io import write_text
-from osteonet.runtime import InferenceSession
+from osteonet.runtime import FUSERS, InferenceSession
 
 TORCHVISION = {"resnet50": "resnet50", "dsnet_resnet50": None, "mobilenet_v2": "mobilenet_v2",
                "densenet121": "densenet121"}
@@ -75,13 +84,20 @@ def captured_stderr():
 
 
 def freeze(model, x):
-    with torch.no_grad():
+    # torch 2.x: inference_mode, as Debian 13's torch 2.6 (built with Vulkan) cannot dispatch max_pool2d under
+    # autograd for oneDNN tensors (docs/building.md)
+    with torch.inference_mode() if int(torch.__version__.split(".")[0]) >= 2 else torch.no_grad():
         return torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model, x)))
 
 
 def machine():
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    info = dict(line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    except FileNotFoundError:
+        text = ""
+    if "Model name" not in text:  # a minimal root (make test-torch2's, no /sys): the kernel's own description
+        text = open("/proc/cpuinfo").read().replace("model name", "Model name").replace("flags", "Flags")
+    info = {k.strip(): v for k, v in (line.split(":", 1) for line in text.splitlines() if ":" in line)}
     flags = info.get("Flags", "").split()
     return {
         "cpu": info.get("Model name", platform.processor()).strip(),
@@ -119,7 +135,7 @@ def torchvision_v1(state):
     return tv
 
 
-def bench_cell(name, batch, size, repeats):
+def bench_cell(name, batch, size, repeats, fuser=None):
     """``resnet50_imagenet``: the ImageNet ResNet-50 (osteonet.weights) on natural images, torchvision's
     resnet50 with v1 strides as its peer; otherwise random weights (perturbed BatchNorm) on noise."""
     torch.manual_seed(0)
@@ -168,6 +184,13 @@ def bench_cell(name, batch, size, repeats):
     with captured_stderr() as log:
         s16 = InferenceSession(ours, x, dtype="bfloat16")
     variants["session_bf16"] = lambda: s16(x)
+    if fuser:
+        f32 = InferenceSession(ours, x, dtype="float32", fuser=fuser)
+        variants[f"session_{fuser}_fp32"] = lambda: f32(x)
+        with captured_stderr(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the bfloat16 fall-back: its dtype is recorded
+            f16 = InferenceSession(ours, x, dtype="bfloat16", fuser=fuser)
+        variants[f"session_{fuser}_bf16"] = lambda: f16(x)
     # the bfloat16 program's check when the session fell back to float32 (LibTorch's warning says it; s16.accuracy
     # is then the float32 program's)
     found = re.findall(r"bfloat16 differs from float32 by ([0-9.eE+-]+)", log())
@@ -176,11 +199,19 @@ def bench_cell(name, batch, size, repeats):
     base = "torchvision_eager_fp32" if "torchvision_eager_fp32" in variants else "osteonet_eager_fp32"
     cell = measure(variants, lambda out: float((out.float().softmax(1) - ref).abs().max()), repeats, base, s32, s16)
     if pretrained:  # the classes: how often each variant's top-1 is the float32 model's
-        with torch.no_grad():
+        with torch.inference_mode():
             cell["top1_agreement_vs_eager_fp32"] = {
                 k: float((fn().float().argmax(1) == ref.argmax(1)).float().mean()) for k, fn in variants.items()}
             cell["top1_fp32"] = ref.argmax(1).tolist()
     cell["session_bf16_check"] = bf16_check
+    if fuser:
+        med = cell["median_ms"]
+        cell["fuser"] = {"name": fuser, "dtypes": {"fp32": f32.dtype, "bf16": f16.dtype},
+                         "accuracy_at_construction": {"fp32": f32.accuracy, "bf16": f16.accuracy},
+                         "programs": {"fp32": {str(k): v for k, v in f32.programs.items()},
+                                      "bf16": {str(k): v for k, v in f16.programs.items()}},
+                         "vs_peer": {"fp32": med["torchscript_peer_fp32"] / med[f"session_{fuser}_fp32"],
+                                     "bf16": med["torchscript_peer_bf16_cl"] / med[f"session_{fuser}_bf16"]}}
     cell.update({"model": name, "batch": batch, "size": size, "peer_source": peer_src,
                  "setup_s": {"torchscript_peer_fp32": t_peer, "session_fp32": t_s32}})
     return cell
@@ -190,7 +221,9 @@ def measure(variants, error, repeats, base, s32, s16):
     """Times the variants round-robin (one call each, ``repeats`` times, after two warm-up calls that
     also give each variant's ``error(output)``); medians, p99, speed-ups and session/peer ratios."""
     acc, times = {}, {k: [] for k in variants}
-    with torch.no_grad():
+    # inference_mode: Debian 13's torch 2.6 (built with Vulkan) cannot dispatch a frozen program's max_pool2d
+    # under autograd (docs/building.md)
+    with torch.inference_mode():
         for k, fn in variants.items():
             for _ in range(2):
                 out = fn()
@@ -460,6 +493,26 @@ def markdown(res):
     for c in res["cells"]:
         peer = c["session_vs_peer"] or {"fp32": float("nan"), "bf16": float("nan")}
         lines.append(f"| {c['model']} | {c['batch']} | {peer['fp32']:.2f} | {peer['bf16']:.2f} |")
+    fused = [c for c in res["cells"] if "fuser" in c]
+    if fused:
+        lines += ["", f"Sessions with `fuser=\"{fused[0]['fuser']['name']}\"` (TorchScript's oneDNN Graph fuser on "
+                  "each shape's program traced from the folded copy, timed against the shape's frozen program when "
+                  "the shape comes; the faster serves it): the ratio to the peer (> 1: faster), the dtype each runs "
+                  "after the session's check (bfloat16 above 1e-2 keeps float32), the fused program's check (max "
+                  "|Δp| against eager float32 on the cell's input; above the tolerance the session runs without "
+                  "the fuser: '-'), and what serves the cell's shape (fusion groups).", "",
+                  "| model | batch | fused/peer float32 | fused/peer bfloat16 | bf16 session runs | check fp32 | "
+                  "check bf16 | serves fp32 | serves bf16 |", "|---|---|---|---|---|---|---|---|---|"]
+
+        def serves(programs):
+            return ", ".join(f"{v['serves']} ({v['fusion_groups']})" for v in programs.values()) or "-"
+
+        for c in fused:
+            f = c["fuser"]
+            lines.append(f"| {c['model']} | {c['batch']} | {f['vs_peer']['fp32']:.2f} | {f['vs_peer']['bf16']:.2f} | "
+                         f"{f['dtypes']['bf16']} | {f['accuracy_at_construction']['fp32']:.1e} | "
+                         f"{f['accuracy_at_construction']['bf16']:.1e} | {serves(f['programs']['fp32'])} | "
+                         f"{serves(f['programs']['bf16'])} |")
     lines += ["", f"Command: `{res['command']}`", ""]
     for u in res.get("updates", []):
         lines += [f"Rerun of {', '.join(u['cells'])} (load average before {u['machine']['loadavg_before'][0]:.2f}): "
@@ -481,14 +534,21 @@ def main():
     ap.add_argument("--cells", default="resnet50:1,resnet50:8,mobilenet_v2:1,mobilenet_v2:8,densenet121:1,"
                                        "densenet121:8,dsnet_resnet50:1,ovf_scan:64,fasterrcnn_resnet50_fpn:1,"
                                        "dsnet_detector:1")
+    ap.add_argument("--fuser", choices=FUSERS, default=None,
+                    help="add sessions with this fuser to the backbone cells (oneDNN Graph: torch 2.x)")
     ap.add_argument("--update", action="store_true",
                     help="replace only the measured cells of an existing --out/runtime.json (a targeted rerun); "
                          "each cell records its own load average")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if int(torch.__version__.split(".")[0]) >= 2:
+        # The Python-side frozen programs (the peer) as the session's C++ ones run them: without torch 2.x's CPU
+        # TensorExpr fuser, which compiles a ResNet's or DenseNet's frozen graph for minutes (docs/building.md)
+        torch._C._jit_set_texpr_fuser_enabled(False)
     res = {"machine": machine(), "cells": [],
            "command": "python benchmarks/bench_runtime.py " + " ".join(
-               f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "update"))}
+               f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "update")
+               and v is not None)}
     for cell_name in args.cells.split(","):
         name, b = cell_name.split(":")[0], int(cell_name.split(":")[1])
         reps = args.repeats if b == 1 and name != "dsnet_resnet50" else max(5, args.repeats // 4)
@@ -498,7 +558,7 @@ def main():
         elif name in ("fasterrcnn_resnet50_fpn", "dsnet_detector"):
             cell = bench_detector(name, b, args.detector_size, max(5, args.repeats // 4) if b > 1 else args.repeats // 2)
         else:
-            cell = bench_cell(name, b, args.size, reps)
+            cell = bench_cell(name, b, args.size, reps, args.fuser)
         cell["loadavg"] = [load, os.getloadavg()[0]]
         res["cells"].append(cell)
         print(json.dumps({k: cell[k] for k in ("model", "batch", "median_ms", "session_vs_peer",

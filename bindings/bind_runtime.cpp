@@ -38,7 +38,12 @@ void bind_runtime(py::module_& m) {
            py::arg("max_shapes") = 8, py::arg("features") = false)
       .def("__call__", [](InferenceSession& s, const torch::Tensor& x) { return s.forward(x); },
            py::call_guard<py::gil_scoped_release>())
+      .def("forward_eager", &InferenceSession::forward_eager, py::arg("x"), py::call_guard<py::gil_scoped_release>(),
+           "The folded copy run eagerly, past the per-shape programs.")
       .def_property_readonly("accuracy", &InferenceSession::accuracy)
+      .def("accuracy_of", &InferenceSession::accuracy_of, py::arg("outputs"),
+           "The accuracy measure of another program's float32 outputs for the example input.")
+      .def_property_readonly("tolerance", &InferenceSession::tolerance)
       .def_property_readonly("dtype", &InferenceSession::dtype)
       .def_property_readonly("device", [](const InferenceSession& s) { return s.device().str(); })
       .def_property_readonly("folded", &InferenceSession::folded)

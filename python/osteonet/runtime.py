@@ -6,14 +6,17 @@ BatchNorm into the convolutions, and on the CPU freezes the copy per input shape
 CUDA build of LibTorch with a GPU, ``device="cuda"`` replays one CUDA graph per input shape.
 For a Faster R-CNN (:mod:`osteonet.detection`) the backbone and FPN are prepared per padded batch
 shape and the data-dependent rest (proposals, NMS, RoIAlign, box head) runs eagerly in float32.
-See docs/runtime.md.
+Under torch 2.x a backbone session can run TorchScript's oneDNN Graph fuser instead
+(``fuser="onednn_graph"``), ahead of the TorchScript peer on the CPU. See docs/runtime.md.
 """
 
 from __future__ import annotations
 
 import copy
+import threading
+import time
 import warnings
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -21,7 +24,10 @@ from . import _core
 from .detection import Detector, _check_images
 from .models import OsteoModel
 
-__all__ = ["InferenceSession", "ScanSession", "built_with_cuda", "cpu_has_bf16"]
+__all__ = ["InferenceSession", "ScanSession", "built_with_cuda", "cpu_has_bf16", "onednn_graph_available", "FUSERS"]
+
+#: what ``InferenceSession(fuser=...)`` accepts besides None (TorchScript's freeze + optimize_for_inference)
+FUSERS = ("onednn_graph",)
 
 
 def built_with_cuda() -> bool:
@@ -32,6 +38,104 @@ def built_with_cuda() -> bool:
 def cpu_has_bf16() -> bool:
     """True when the CPU advertises AMX-BF16 or AVX512-BF16."""
     return bool(_core.cpu_has_bf16())
+
+
+def onednn_graph_available() -> bool:
+    """True where TorchScript's oneDNN Graph fuser runs: torch 2.x (Debian 12's torch 1.13 links a oneDNN
+    without its graph API, where the switch exists and fuses nothing)."""
+    return int(torch.__version__.split(".")[0]) >= 2 and hasattr(torch._C, "_jit_set_llga_enabled")
+
+
+#: the fuser switches are process-wide: one session flips them at a time
+_FUSER_SWITCHES = threading.Lock()
+
+
+class _OneDnnGraphPrograms:
+    """A backbone session's programs fused by oneDNN Graph, one per input shape (torch 2.x, CPU).
+
+    Each new shape is traced through the C++ session's folded copy run eagerly (weights become constants,
+    the dtype conversion and channels-last layout are in the trace), then run with TorchScript's oneDNN
+    Graph fuser on and its TensorExpr fuser off (under 2.x that one compiles DenseNet's graph for minutes)
+    for the profiling runs after which TorchScript's executor fixes the fused plan. The switches are put
+    back right after: the plan keeps its fusion groups, and other TorchScript code in the process runs as
+    before. Then the fused program and the C++ session's own frozen program for that shape are timed,
+    alternately, and the faster serves the shape (``choices``). Shapes beyond ``max_shapes`` run the C++
+    session (its frozen programs up to its own limit, then the folded copy)."""
+
+    TIMED_RUNS = 3
+
+    def __init__(self, cpp: Any, where: str, warmup: int, max_shapes: int) -> None:
+        self._cpp, self._where, self._warmup, self._max_shapes = cpp, where, warmup, max_shapes
+        self._programs: Dict[Tuple[Any, ...], Tuple[Any, int, str]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def shapes(self) -> List[Tuple[int, ...]]:
+        return list(dict.fromkeys(k[0] for k in self._programs))  # a shape's float32 and bfloat16 inputs: once
+
+    def entries(self) -> Dict[Tuple[int, ...], Tuple[int, str]]:
+        """shape -> (fusion groups, the program that serves it: "onednn_graph" or "frozen")."""
+        return {k[0]: (groups, choice) for k, (_, groups, choice) in self._programs.items()}
+
+    def fused(self, x: torch.Tensor) -> torch.Tensor:
+        """The shape's oneDNN Graph program whatever the timing chose (built if new): the accuracy check's."""
+        key = self._key(x)
+        with torch.no_grad():
+            return self._entry(key, x)[0](x.contiguous())
+
+    @staticmethod
+    def _key(x: torch.Tensor) -> Tuple[Any, ...]:
+        return tuple(x.shape), x.dtype, x.device
+
+    def _build(self, x: torch.Tensor) -> Tuple[Any, int, str]:
+        eager = self._cpp.forward_eager
+
+        def program(x: torch.Tensor) -> torch.Tensor:
+            return eager(x)
+
+        traced = torch.jit.trace(program, x, check_trace=False)
+        runs = torch._C._jit_get_num_profiled_runs() + 1 + self._warmup  # profiling, optimising, warm-up
+        with _FUSER_SWITCHES:
+            llga, texpr = torch._C._jit_llga_enabled(), torch._C._jit_texpr_fuser_enabled()
+            torch._C._jit_set_llga_enabled(True)
+            torch._C._jit_set_texpr_fuser_enabled(False)
+            try:
+                for _ in range(runs):
+                    traced(x)
+                graph = str(torch.jit.last_executed_optimized_graph())
+            finally:
+                torch._C._jit_set_llga_enabled(llga)
+                torch._C._jit_set_texpr_fuser_enabled(texpr)
+        groups = graph.count("prim::oneDNNFusionGroup")
+        if groups == 0:
+            raise RuntimeError(f"{self._where}: oneDNN Graph formed no fusion group for input shape {tuple(x.shape)} "
+                               "(is TorchScript's profiling executor off?); use fuser=None")
+        times: Dict[str, List[float]] = {"onednn_graph": [], "frozen": []}
+        self._cpp(x)  # the C++ session's frozen program for this shape, built and warmed up
+        for _ in range(self.TIMED_RUNS):
+            for name, run in (("onednn_graph", traced), ("frozen", self._cpp)):
+                t0 = time.perf_counter()
+                run(x)
+                times[name].append(time.perf_counter() - t0)
+        choice = min(times, key=lambda k: sorted(times[k])[len(times[k]) // 2])
+        return traced, groups, choice
+
+    def _entry(self, key: Tuple[Any, ...], x: torch.Tensor) -> Optional[Tuple[Any, int, str]]:
+        entry = self._programs.get(key)
+        if entry is None:
+            with self._lock:
+                entry = self._programs.get(key)
+                if entry is None and len(self._programs) < self._max_shapes:
+                    entry = self._programs[key] = self._build(x)
+        return entry
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous()
+        with torch.no_grad():
+            entry = self._entry(self._key(x), x)
+            if entry is None or entry[2] == "frozen":
+                return self._cpp(x)
+            return entry[0](x)
 
 
 class InferenceSession:
@@ -56,6 +160,12 @@ class InferenceSession:
         features: run the model without its classifier and return its features (what the model
             returns with ``num_classes=0``: pooled features; ``ovf_resnet34``: the 32-d slice
             embedding that seed 002's aggregators take, so a scan runs as session + aggregator).
+        fuser: ``None`` (TorchScript freeze + optimize_for_inference, per shape) or ``"onednn_graph"``:
+            backbones on the CPU under torch 2.x (:func:`onednn_graph_available`), each shape's program
+            traced from the folded copy and fused by TorchScript's oneDNN Graph fuser, timed against the
+            frozen program of that shape (the faster serves it: ``programs``), held to the same accuracy
+            check (above its tolerance the session warns and runs without the fuser). ``mode`` is then
+            ``"onednn_graph"``.
 
     Calling the session returns float32 outputs (detectors: a list of dicts of boxes, labels and
     scores per image, as the detector's eval forward). ``accuracy`` is max |softmax(session) -
@@ -66,12 +176,13 @@ class InferenceSession:
 
     Raises:
         TypeError: ``model`` is not an osteonet backbone model, or an input is not a float tensor.
-        ValueError: bad dtype/device names, ``device="cuda"`` without CUDA, wrong input shapes.
+        ValueError: bad dtype/device names, ``device="cuda"`` without CUDA, wrong input shapes, a fuser
+            this torch, device or model cannot run.
     """
 
     def __init__(self, model: Any, example_input: torch.Tensor, dtype: str = "float32", device: str = "cpu",
                  cuda_graph: bool = True, freeze: Optional[bool] = None, num_threads: Optional[int] = None,
-                 warmup: int = 2, max_shapes: int = 8, features: bool = False) -> None:
+                 warmup: int = 2, max_shapes: int = 8, features: bool = False, fuser: Optional[str] = None) -> None:
         if not isinstance(model, (OsteoModel, Detector)):
             raise TypeError("InferenceSession: model must be an osteonet backbone or detector model "
                             f"(osteonet.create_model), got {type(model).__name__}")
@@ -92,6 +203,8 @@ class InferenceSession:
                             ("max_shapes", max_shapes)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"InferenceSession: {name} must be an int, got {type(value).__name__}")
+        self._check_fuser(fuser, model, device, freeze)
+        self._fused: Optional[_OneDnnGraphPrograms] = None
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"InferenceSession: device={device!r} needs a CUDA-enabled PyTorch and a visible GPU; "
                              "torch.cuda.is_available() is False")
@@ -113,10 +226,39 @@ class InferenceSession:
         config.pop("num_classes", None)
         config.pop("in_chans", None)
         attention = config.pop("attention", None) or "none"
+
         self._session = _core.InferenceSession(model._impl, model.num_classes, attention, model.in_chans, config,
                                                example_input.detach(), dtype, device, cuda_graph, freeze,
                                                num_threads or 0, warmup, max_shapes, features)
         self._warn_fallback(dtype)
+        if fuser is not None:
+            self._fused = _OneDnnGraphPrograms(self._session, f"InferenceSession({self.model_name})", warmup,
+                                               max_shapes)
+            self._accuracy = self._session.accuracy_of(self._fused.fused(example_input.detach().float()))
+            if self._accuracy > self._session.tolerance:
+                warnings.warn(f"InferenceSession({self.model_name}): the oneDNN Graph {self._session.dtype} program "
+                              f"differed from eager float32 by {self._accuracy:.3g} (> {self._session.tolerance:.3g}) "
+                              "on the example input; the session runs without the fuser", RuntimeWarning)
+                self._fused = None
+
+    @staticmethod
+    def _check_fuser(fuser: Any, model: Any, device: str, freeze: bool) -> None:
+        if fuser is None:
+            return
+        if not isinstance(fuser, str):
+            raise TypeError(f"InferenceSession: fuser must be None or a str, got {type(fuser).__name__}")
+        if fuser not in FUSERS:
+            raise ValueError(f"InferenceSession: fuser must be None or one of {', '.join(FUSERS)}, got {fuser!r}")
+        where = f"InferenceSession({model.model_name}, fuser={fuser!r})"
+        if isinstance(model, Detector):
+            raise ValueError(f"{where}: the fuser applies to backbones; a detector's session runs the C++ programs")
+        if device != "cpu":
+            raise ValueError(f"{where}: oneDNN Graph runs on the CPU, got device={device!r}")
+        if not freeze:
+            raise ValueError(f"{where}: the fuser builds a program per shape; freeze=False asks for none")
+        if not onednn_graph_available():
+            raise ValueError(f"{where}: needs torch 2.x, got torch {torch.__version__} (its oneDNN has no graph "
+                             "API; docs/runtime.md)")
 
     def _warn_fallback(self, dtype: str) -> None:
         if dtype == "bfloat16" and self._session.dtype != "bfloat16":
@@ -133,6 +275,8 @@ class InferenceSession:
             return self._session(_image_list(x, f"InferenceSession({self.model_name})"))
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"InferenceSession({self.model_name}): expected a torch.Tensor, got {type(x).__name__}")
+        if self._fused is not None:
+            return self._fused(x.detach())
         return self._session(x.detach())
 
     def backbone_maps(self, batch: torch.Tensor) -> List[torch.Tensor]:
@@ -150,7 +294,20 @@ class InferenceSession:
     @property
     def accuracy(self) -> float:
         """max |softmax(session) - softmax(eager float32)| measured on the example input (see above)."""
-        return self._session.accuracy
+        return self._accuracy if self._fused is not None else self._session.accuracy
+
+    @property
+    def fuser(self) -> Optional[str]:
+        """``"onednn_graph"`` when the session's programs are fused by oneDNN Graph, else None."""
+        return None if self._fused is None else FUSERS[0]
+
+    @property
+    def programs(self) -> Dict[Tuple[int, ...], Dict[str, Any]]:
+        """With a fuser: per input shape, ``{"serves": "onednn_graph" or "frozen", "fusion_groups": n}`` (the
+        faster of the two as timed when the shape came); without one, empty."""
+        if self._fused is None:
+            return {}
+        return {s: {"serves": choice, "fusion_groups": groups} for s, (groups, choice) in self._fused.entries().items()}
 
     @property
     def dtype(self) -> str:
@@ -162,8 +319,8 @@ class InferenceSession:
 
     @property
     def mode(self) -> str:
-        """``"frozen"``, ``"cuda_graph"`` or ``"eager"``."""
-        return self._session.mode
+        """``"frozen"``, ``"cuda_graph"``, ``"eager"`` or ``"onednn_graph"``."""
+        return "onednn_graph" if self._fused is not None else self._session.mode
 
     @property
     def folded(self) -> int:
@@ -173,6 +330,8 @@ class InferenceSession:
     @property
     def cached_shapes(self) -> List[Tuple[int, ...]]:
         """Input shapes with their own prepared program (detectors: padded batch shapes)."""
+        if self._fused is not None:
+            return self._fused.shapes
         return [tuple(s) for s in self._session.cached_shapes]
 
     def __repr__(self) -> str:

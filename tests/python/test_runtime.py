@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import osteonet
-from osteonet.runtime import InferenceSession
+from osteonet.runtime import InferenceSession, onednn_graph_available
 from conftest import perturb_
 
 # Input size per model (default 64); VGG's 7x7 adaptive pooling needs a multiple of 7 for oneDNN.
@@ -165,6 +165,142 @@ def test_errors():
     with pytest.raises(TypeError) as e:
         session([1.0])
     _one_line(e)
+
+
+def test_fuser_errors():
+    model = _model("resnet18")
+    x = torch.randn(1, 3, 64, 64)
+    cases = [(dict(fuser=1), TypeError, "fuser must be None or a str"),
+             (dict(fuser="llga"), ValueError, "one of onednn_graph, got 'llga'"),
+             (dict(fuser="onednn_graph", freeze=False), ValueError, "freeze=False asks for none"),
+             (dict(fuser="onednn_graph", device="cuda"), ValueError, "runs on the CPU")]
+    for kwargs, kind, text in cases:
+        with pytest.raises(kind, match=text) as e:
+            InferenceSession(model, x, **kwargs)
+        _one_line(e)
+    detector = osteonet.create_model("fasterrcnn", num_classes=2, min_size=64, max_size=64)
+    with pytest.raises(ValueError, match="applies to backbones") as e:
+        InferenceSession(detector, [torch.rand(3, 64, 64)], fuser="onednn_graph")
+    _one_line(e)
+
+
+@pytest.mark.skipif(onednn_graph_available(), reason="torch 2.x runs oneDNN Graph (tested below)")
+def test_fuser_refused_where_onednn_has_no_graph_api():
+    with pytest.raises(ValueError, match=f"needs torch 2.x, got torch {torch.__version__}") as e:
+        InferenceSession(_model("resnet18"), torch.randn(1, 3, 64, 64), fuser="onednn_graph")
+    _one_line(e)
+
+
+ONEDNN_GRAPH = pytest.mark.skipif(not onednn_graph_available(), reason="oneDNN Graph needs torch 2.x (Debian 12's "
+                                  "torch 1.13 links a oneDNN without its graph API); run by make test-torch2")
+
+
+def _switches():
+    return torch._C._jit_llga_enabled(), torch._C._jit_texpr_fuser_enabled()
+
+
+@ONEDNN_GRAPH
+@pytest.mark.parametrize("name", ["resnet18", "dsnet_resnet50", "densenet121"])
+def test_onednn_graph_session_equals_eager(name):
+    model = _model(name).eval()
+    x = torch.randn(2, 3, 64, 64)
+    before = _switches()
+    session = InferenceSession(model, x, fuser="onednn_graph", warmup=0)
+    assert _switches() == before  # the process-wide switches are put back
+    assert session.mode == "onednn_graph" and session.fuser == "onednn_graph" and session.dtype == "float32"
+    assert session.cached_shapes == [(2, 3, 64, 64)] and session.accuracy < 1e-4
+    program = session.programs[(2, 3, 64, 64)]
+    assert program["fusion_groups"] > 0 and program["serves"] in ("onednn_graph", "frozen")
+    with torch.no_grad():
+        expected = model(x)
+        _assert_close(session(x), expected)
+        _assert_close(session._fused.fused(x), expected)  # the fixed plan, after the switches were put back
+        y = torch.randn(1, 3, 96, 96)  # a new shape: its own program
+        _assert_close(session(y), model(y))
+    assert session.cached_shapes == [(2, 3, 64, 64), (1, 3, 96, 96)]
+
+
+@ONEDNN_GRAPH
+def test_onednn_graph_session_shapes_inputs_threads_features():
+    model = _model("resnet18").eval()
+    x = torch.randn(2, 3, 64, 64)
+    session = InferenceSession(model, x, fuser="onednn_graph", warmup=0, max_shapes=1)
+    with torch.no_grad():
+        y = torch.randn(1, 3, 80, 80)
+        _assert_close(session(y), model(y))  # beyond max_shapes: the folded copy, eagerly
+        assert session.cached_shapes == [(2, 3, 64, 64)]
+        for bad, kind in ((torch.randn(2, 2, 64, 64), ValueError), (x.double(), TypeError)):
+            with pytest.raises(kind) as e:
+                session(bad)
+            _one_line(e)
+        inputs = [x + i for i in range(4)]
+        results = [None] * 4
+        threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, session(inputs[i]))) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for inp, got in zip(inputs, results):
+            _assert_close(got, model(inp))
+    encoder = _model("ovf_resnet34", num_classes=1).eval()
+    features = InferenceSession(encoder, x, features=True, fuser="onednn_graph", warmup=0)
+    reference = InferenceSession(encoder, x, features=True, warmup=0)
+    assert features.accuracy < 1e-4
+    with torch.no_grad():
+        got, expected = features(x), reference(x)
+    assert got.shape == expected.shape and (got - expected).abs().max() <= 1e-4 * max(1.0, float(expected.abs().max()))
+
+
+@ONEDNN_GRAPH
+@pytest.mark.skipif(not osteonet.runtime.cpu_has_bf16(), reason="the CPU has no AMX/AVX512-BF16")
+def test_onednn_graph_session_bfloat16():
+    model = _model("resnet50").eval()
+    x = torch.randn(1, 3, 64, 64)
+    session = InferenceSession(model, x, dtype="bfloat16", fuser="onednn_graph", warmup=0)
+    assert session.dtype == "bfloat16" and session.accuracy < 1e-2
+    with torch.no_grad():
+        assert (session(x).softmax(1) - model(x).softmax(1)).abs().max() < 1e-2
+
+
+@ONEDNN_GRAPH
+def test_onednn_graph_program_above_tolerance_runs_without_the_fuser(monkeypatch):
+    """The fused program has its own check (its rounding differs from the frozen program's, which passed):
+    above the tolerance the session warns and runs its frozen programs (here the fused outputs are made wrong)."""
+    from osteonet.runtime import _OneDnnGraphPrograms
+
+    fused = _OneDnnGraphPrograms.fused
+    monkeypatch.setattr(_OneDnnGraphPrograms, "fused", lambda self, x: -fused(self, x))
+    model = _model("resnet18").eval()
+    x = torch.randn(1, 3, 64, 64)
+    with pytest.warns(RuntimeWarning, match="the oneDNN Graph float32 program differed from eager float32 by .* the "
+                                            "session runs without the fuser"):
+        session = InferenceSession(model, x, fuser="onednn_graph", warmup=0)
+    assert session.fuser is None and session.mode == "frozen" and session.programs == {} and session.accuracy < 1e-4
+    with torch.no_grad():
+        _assert_close(session(x), model(x))
+
+
+@ONEDNN_GRAPH
+def test_onednn_graph_shape_served_by_the_faster_program(monkeypatch):
+    """Each shape is timed as its fused and its frozen program; the faster serves it, both give the model's
+    outputs (the timing is made to prefer one, then the other)."""
+    from osteonet.runtime import _OneDnnGraphPrograms
+
+    model = _model("resnet18").eval()
+    build = _OneDnnGraphPrograms._build
+    for slower in ("frozen", "onednn_graph"):
+
+        def rigged(self, x, slower=slower):
+            traced, groups, _ = build(self, x)
+            return traced, groups, "frozen" if slower == "onednn_graph" else "onednn_graph"
+
+        monkeypatch.setattr(_OneDnnGraphPrograms, "_build", rigged)
+        x = torch.randn(2, 3, 64, 64)
+        session = InferenceSession(model, x, fuser="onednn_graph", warmup=0)
+        served = "frozen" if slower == "onednn_graph" else "onednn_graph"
+        assert session.programs[(2, 3, 64, 64)]["serves"] == served
+        with torch.no_grad():
+            _assert_close(session(x), model(x))
 
 
 @pytest.mark.skipif(not (torch.cuda.is_available() and osteonet.runtime.built_with_cuda()),

@@ -57,15 +57,38 @@ class InferenceSession : public SessionBase {
   /// Runs the prepared model: float32 output for an N x C x H x W input (float32 or the session dtype).
   torch::Tensor operator()(const torch::Tensor& x) { return forward(x); }
 
-  torch::Tensor forward(const torch::Tensor& x) {
-    OSTEONET_CHECK_TYPE(x.defined(), where(), ": expected an input tensor, got an undefined tensor");
-    OSTEONET_CHECK_TYPE(x.scalar_type() == torch::kFloat || x.scalar_type() == dtype_, where(),
-                        ": expected a float32 input", bf16_ ? " (or bfloat16)" : "", ", got dtype=", x.dtype());
+  /// The accuracy measure of `outputs`, another program's float32 outputs for the example input,
+  /// against eager float32 (the definition above): how a program built from this session (e.g. the
+  /// Python side's oneDNN Graph program under torch 2.x, docs/runtime.md) is held to the same check.
+  double accuracy_of(const torch::Tensor& outputs) const {
+    OSTEONET_CHECK_TYPE(outputs.defined() && outputs.scalar_type() == torch::kFloat, where(),
+                        ": accuracy_of expects float32 outputs, got ",
+                        outputs.defined() ? std::string(c10::toString(outputs.scalar_type())) : "an undefined tensor");
+    OSTEONET_CHECK(outputs.sizes() == expected_.sizes(), where(), ": accuracy_of expects outputs of shape ",
+                   expected_.sizes(), " (the example input's), got ", outputs.sizes());
     torch::NoGradGuard no_grad;
-    auto in = x.to(device_, dtype_);
-    net_->check_input(in);
-    if (bf16_) in = in.contiguous(torch::MemoryFormat::ChannelsLast);
-    return (*programs_)(in).front().to(torch::kFloat);
+    const auto got = outputs.to(expected_.device());
+    if (expected_.dim() == 2 && net_->num_classes() == 1)  // one logit: its sigmoid is the probability
+      return (got.sigmoid() - expected_.sigmoid()).abs().max().item<double>();
+    if (expected_.dim() == 2 && net_->num_classes() > 1)
+      return (got.softmax(1) - expected_.softmax(1)).abs().max().item<double>();
+    const double scale = std::max(1.0, expected_.abs().max().item<double>());
+    return (got - expected_).abs().max().item<double>() / scale;
+  }
+
+  /// The largest accuracy() accepted for the session's dtype.
+  double tolerance() const { return bf16_ ? options_.tolerance_bfloat16() : options_.tolerance_float32(); }
+
+  torch::Tensor forward(const torch::Tensor& x) {
+    torch::NoGradGuard no_grad;
+    return (*programs_)(session_input(x)).front().to(torch::kFloat);
+  }
+
+  /// The folded copy run eagerly, past the per-shape programs (what they are traced from; the Python side
+  /// traces it for its oneDNN Graph programs, docs/runtime.md).
+  torch::Tensor forward_eager(const torch::Tensor& x) {
+    torch::NoGradGuard no_grad;
+    return net_->forward(session_input(x)).to(torch::kFloat);
   }
 
  private:
@@ -79,9 +102,9 @@ class InferenceSession : public SessionBase {
     const auto ref = copy_model(model, torch::kFloat);
     const auto x32 = example.to(device_, torch::kFloat);
     ref->check_input(x32);
-    const auto expected = ref->forward(x32).to(torch::kFloat);
+    expected_ = ref->forward(x32).to(torch::kFloat);
     build([&](bool bf16, bool fold) { return prepare(copy_model(model, torch::kFloat), bf16, fold); },
-          [&] { return measure(x32, expected); }, "output");
+          [&] { return accuracy_of(forward(x32)); }, "output");
   }
 
   /// An eval-mode copy of `model` in `dtype` on the session's device, without gradients: a new
@@ -119,18 +142,18 @@ class InferenceSession : public SessionBase {
     return folded;
   }
 
-  /// Accuracy of the session against the float32 eager reference on `x` (builds x's program).
-  double measure(const torch::Tensor& x, const torch::Tensor& expected) {
-    auto got = forward(x);
-    if (expected.dim() == 2 && net_->num_classes() == 1)  // one logit: its sigmoid is the probability
-      return (got.sigmoid() - expected.sigmoid()).abs().max().item<double>();
-    if (expected.dim() == 2 && net_->num_classes() > 1)
-      return (got.softmax(1) - expected.softmax(1)).abs().max().item<double>();
-    const double scale = std::max(1.0, expected.abs().max().item<double>());
-    return (got - expected).abs().max().item<double>() / scale;
+  /// `x` checked and in the session's device, dtype and layout.
+  torch::Tensor session_input(const torch::Tensor& x) const {
+    OSTEONET_CHECK_TYPE(x.defined(), where(), ": expected an input tensor, got an undefined tensor");
+    OSTEONET_CHECK_TYPE(x.scalar_type() == torch::kFloat || x.scalar_type() == dtype_, where(),
+                        ": expected a float32 input", bf16_ ? " (or bfloat16)" : "", ", got dtype=", x.dtype());
+    auto in = x.to(device_, dtype_);
+    net_->check_input(in);
+    return bf16_ ? in.contiguous(torch::MemoryFormat::ChannelsLast) : in;
   }
 
   models::ModelConfig config_;
+  torch::Tensor expected_;  // eager float32 outputs for the example input
   torch::Dtype dtype_ = torch::kFloat;
   std::shared_ptr<backbones::BackboneImpl> net_;
 };
