@@ -38,6 +38,18 @@ def test_rule_aggregators_exact_values_and_padding():
     # 0.5 ties with the threshold and votes positive (2 of 4); the scan at exactly 0.5 is positive.
     assert seq.create_aggregator("vote")(p, lengths).tolist() == pytest.approx([0.5, 0.0])
     assert seq.create_aggregator("vote", threshold=0.35)(p, lengths).tolist() == pytest.approx([0.5, 0.5])
+    # Padding is never read (NaN there changes nothing); a NaN probability in a valid slice gives a NaN scan,
+    # with lengths as without (a comparison would have voted it "no fracture").
+    padded = p.clone()
+    padded[1, 2:] = float("nan")
+    for name, want in (("mean", [0.375, 0.35]), ("vote", [0.5, 0.0]), ("max", [0.7, 0.4])):
+        assert seq.create_aggregator(name)(padded, lengths).tolist() == pytest.approx(want)
+    bad = p.clone()
+    bad[0, 1] = float("nan")
+    for name in ("mean", "vote"):
+        for lens in (lengths, None):
+            out = seq.create_aggregator(name)(bad, lens) if lens is not None else seq.create_aggregator(name)(bad)
+            assert torch.isnan(out[0]) and not torch.isnan(out[1]), (name, lens)
     # A list of unequal sequences is padded for you.
     as_list = seq.create_aggregator("mean")([p[0], p[1, :2]])
     assert as_list.tolist() == pytest.approx([0.375, 0.35])

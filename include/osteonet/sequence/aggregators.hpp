@@ -124,6 +124,12 @@ inline std::pair<torch::Tensor, torch::Tensor> probabilities(const std::string& 
   auto len = check_padded(where, x, lengths, 1);
   return {x.select(2, 0), len};  // not squeeze(2): PyTorch exports that as an ONNX `If`, which OpenCV cannot read
 }
+
+/// The mean of B x T values over each sequence's valid steps (all T without lengths).
+inline torch::Tensor masked_mean(const torch::Tensor& v, const torch::Tensor& len) {
+  if (!len.defined()) return v.mean(1);
+  return torch::where(length_mask_like(len, v), v, torch::zeros_like(v)).sum(1) / len.to(v.scalar_type());
+}
 }  // namespace detail_agg
 
 /// Scan probability = the largest slice probability (Table 1, "CNN/max pooling").
@@ -152,9 +158,7 @@ class MeanAggregatorImpl : public Aggregator<MeanAggregatorImpl> {
   void reset() override {}
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& lengths = {}) override {
     auto [p, len] = detail_agg::probabilities(name_, x, lengths);
-    if (!len.defined()) return p.mean(1);
-    auto m = length_mask_like(len, p);
-    return torch::where(m, p, torch::zeros_like(p)).sum(1) / len.to(p.scalar_type());
+    return detail_agg::masked_mean(p, len);
   }
   int64_t input_dim() const override { return 1; }
   bool takes_probabilities() const override { return true; }
@@ -184,10 +188,9 @@ class VotingAggregatorImpl : public Aggregator<VotingAggregatorImpl> {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& lengths = {}) override {
     auto [p, len] = detail_agg::probabilities(name_, x, lengths);
     // p >= threshold as arithmetic (exact for p and the threshold in [0, 1]), so that the exported graph has no
-    // boolean ops: OpenCV 4.6 cannot run the Less -> Not -> Cast that a comparison exports to.
-    if (!len.defined()) return torch::clamp(torch::floor(p - options.threshold()) + 1.0, 0.0, 1.0).mean(1);
-    auto votes = (p >= options.threshold()).logical_and(length_mask_like(len, p));
-    return votes.sum(1).to(p.scalar_type()) / len.to(p.scalar_type());
+    // boolean ops: OpenCV 4.6 cannot run the Less -> Not -> Cast that a comparison exports to. A NaN
+    // probability votes NaN (a comparison would have voted "no fracture" silently).
+    return detail_agg::masked_mean(torch::clamp(torch::floor(p - options.threshold()) + 1.0, 0.0, 1.0), len);
   }
   int64_t input_dim() const override { return 1; }
   bool takes_probabilities() const override { return true; }
