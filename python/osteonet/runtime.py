@@ -7,7 +7,7 @@ CUDA build of LibTorch with a GPU, ``device="cuda"`` replays one CUDA graph per 
 For a Faster R-CNN (:mod:`osteonet.detection`) the backbone and FPN are prepared per padded batch
 shape and the data-dependent rest (proposals, NMS, RoIAlign, box head) runs eagerly in float32.
 Under torch 2.x a backbone session can run TorchScript's oneDNN Graph fuser instead
-(``fuser="onednn_graph"``), ahead of the TorchScript peer on the CPU. See docs/runtime.md.
+(``fuser="onednn_graph"``), ahead of the TorchScript peer at batch 1 on the CPU. See docs/runtime.md.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class _OneDnnGraphPrograms:
     for the profiling runs after which TorchScript's executor fixes the fused plan. The switches are put
     back right after: the plan keeps its fusion groups, and other TorchScript code in the process runs as
     before. Then the fused program and the C++ session's own frozen program for that shape are timed,
-    alternately, and the faster serves the shape (``choices``). Shapes beyond ``max_shapes`` run the C++
+    alternately, and the faster serves the shape (``InferenceSession.programs``). Shapes beyond ``max_shapes`` run the C++
     session (its frozen programs up to its own limit, then the folded copy)."""
 
     TIMED_RUNS = 3
