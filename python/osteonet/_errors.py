@@ -7,9 +7,8 @@ from typing import Sequence
 
 
 def first_line(error: BaseException) -> str:
-    """The first line of ``error``'s message, or its type's name when the message is empty."""
-    text = str(error)
-    return text.splitlines()[0] if text.strip() else type(error).__name__
+    """The first non-empty line of ``error``'s message, or its type's name when the message is empty."""
+    return next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
 
 
 def release_frames(error: BaseException) -> None:

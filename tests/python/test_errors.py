@@ -109,3 +109,15 @@ def test_another_torch_than_the_build_is_refused_at_import():
     last = r.stderr.strip().splitlines()[-1]
     assert last == (f"ImportError: osteonet was built against torch {TORCH_VERSION}, but torch 9.9.9 is installed; "
                     "rebuild it against this torch: pip install --no-build-isolation --no-deps .")
+
+
+def test_one_line_helpers_hand_worked():
+    """osteonet._errors: the first non-empty line (the type's name for an empty message) and the nearest name
+    by edit distance (the first of equals), as the C++ registry's "did you mean"."""
+    from osteonet._errors import first_line, nearest
+
+    assert first_line(ValueError("\nshape mismatch\n  at layer1")) == "shape mismatch"
+    assert first_line(KeyError()) == "KeyError" and first_line(RuntimeError("  \n")) == "RuntimeError"
+    assert nearest("resnet05", ["resnet18", "resnet50"]) == "resnet50"  # 1 substitution vs 2
+    assert nearest("ab", ["xb", "ay"]) == "xb"  # both at distance 1: the first
+    assert nearest("kitten", ["sitting", "mitten"]) == "mitten" and nearest("x", []) == ""
