@@ -118,6 +118,6 @@ def test_one_line_helpers_hand_worked():
 
     assert first_line(ValueError("\nshape mismatch\n  at layer1")) == "shape mismatch"
     assert first_line(KeyError()) == "KeyError" and first_line(RuntimeError("  \n")) == "RuntimeError"
-    assert nearest("resnet05", ["resnet18", "resnet50"]) == "resnet50"  # 1 substitution vs 2
+    assert nearest("resnet5", ["resnet18", "resnet50"]) == "resnet50"  # 1 insertion vs 2 edits
     assert nearest("ab", ["xb", "ay"]) == "xb"  # both at distance 1: the first
     assert nearest("kitten", ["sitting", "mitten"]) == "mitten" and nearest("x", []) == ""
