@@ -43,6 +43,7 @@ import osteonet
 from osteonet.io import write_text
 from osteonet.runtime import FUSERS, InferenceSession
 
+TORCH2 = int(torch.__version__.split(".")[0]) >= 2
 TORCHVISION = {"resnet50": "resnet50", "dsnet_resnet50": None, "mobilenet_v2": "mobilenet_v2",
                "densenet121": "densenet121"}
 
@@ -86,7 +87,7 @@ def captured_stderr():
 def freeze(model, x):
     # torch 2.x: inference_mode, as Debian 13's torch 2.6 (built with Vulkan) cannot dispatch max_pool2d under
     # autograd for oneDNN tensors (docs/building.md)
-    with torch.inference_mode() if int(torch.__version__.split(".")[0]) >= 2 else torch.no_grad():
+    with torch.inference_mode() if TORCH2 else torch.no_grad():
         return torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model, x)))
 
 
@@ -541,7 +542,7 @@ def main():
                          "each cell records its own load average")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    if int(torch.__version__.split(".")[0]) >= 2:
+    if TORCH2:
         # The Python-side frozen programs (the peer) as the session's C++ ones run them: without torch 2.x's CPU
         # TensorExpr fuser, which compiles a ResNet's or DenseNet's frozen graph for minutes (docs/building.md)
         torch._C._jit_set_texpr_fuser_enabled(False)

@@ -59,8 +59,8 @@ class _OneDnnGraphPrograms:
     for the profiling runs after which TorchScript's executor fixes the fused plan. The switches are put
     back right after: the plan keeps its fusion groups, and other TorchScript code in the process runs as
     before. Then the fused program and the C++ session's own frozen program for that shape are timed,
-    alternately, and the faster serves the shape (``InferenceSession.programs``). Shapes beyond ``max_shapes`` run the C++
-    session (its frozen programs up to its own limit, then the folded copy)."""
+    alternately, and the faster serves the shape (``InferenceSession.programs``). Shapes beyond
+    ``max_shapes`` run the C++ session (its frozen programs up to its own limit, then the folded copy)."""
 
     TIMED_RUNS = 3
 
@@ -69,12 +69,9 @@ class _OneDnnGraphPrograms:
         self._programs: Dict[Tuple[Any, ...], Tuple[Any, int, str]] = {}
         self._lock = threading.Lock()
 
-    @property
-    def shapes(self) -> List[Tuple[int, ...]]:
-        return list(dict.fromkeys(k[0] for k in self._programs))  # a shape's float32 and bfloat16 inputs: once
-
     def entries(self) -> Dict[Tuple[int, ...], Tuple[int, str]]:
-        """shape -> (fusion groups, the program that serves it: "onednn_graph" or "frozen")."""
+        """shape -> (fusion groups, the program that serves it: "onednn_graph" or "frozen"), in the order the
+        shapes came (a shape's float32 and bfloat16 inputs: once)."""
         return {k[0]: (groups, choice) for k, (_, groups, choice) in self._programs.items()}
 
     def fused(self, x: torch.Tensor) -> torch.Tensor:
@@ -203,7 +200,7 @@ class InferenceSession:
                             ("max_shapes", max_shapes)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"InferenceSession: {name} must be an int, got {type(value).__name__}")
-        self._check_fuser(fuser, model, device, freeze)
+        self._check_fuser(fuser, model, device, freeze, max_shapes)
         self._fused: Optional[_OneDnnGraphPrograms] = None
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"InferenceSession: device={device!r} needs a CUDA-enabled PyTorch and a visible GPU; "
@@ -226,7 +223,6 @@ class InferenceSession:
         config.pop("num_classes", None)
         config.pop("in_chans", None)
         attention = config.pop("attention", None) or "none"
-
         self._session = _core.InferenceSession(model._impl, model.num_classes, attention, model.in_chans, config,
                                                example_input.detach(), dtype, device, cuda_graph, freeze,
                                                num_threads or 0, warmup, max_shapes, features)
@@ -242,7 +238,7 @@ class InferenceSession:
                 self._fused = None
 
     @staticmethod
-    def _check_fuser(fuser: Any, model: Any, device: str, freeze: bool) -> None:
+    def _check_fuser(fuser: Any, model: Any, device: str, freeze: bool, max_shapes: int) -> None:
         if fuser is None:
             return
         if not isinstance(fuser, str):
@@ -254,8 +250,9 @@ class InferenceSession:
             raise ValueError(f"{where}: the fuser applies to backbones; a detector's session runs the C++ programs")
         if device != "cpu":
             raise ValueError(f"{where}: oneDNN Graph runs on the CPU, got device={device!r}")
-        if not freeze:
-            raise ValueError(f"{where}: the fuser builds a program per shape; freeze=False asks for none")
+        if not freeze or max_shapes < 1:
+            asked = "freeze=False" if not freeze else f"max_shapes={max_shapes}"
+            raise ValueError(f"{where}: the fuser builds a program per shape; {asked} asks for none")
         if not onednn_graph_available():
             raise ValueError(f"{where}: needs torch 2.x, got torch {torch.__version__} (its oneDNN has no graph "
                              "API; docs/runtime.md)")
@@ -331,7 +328,7 @@ class InferenceSession:
     def cached_shapes(self) -> List[Tuple[int, ...]]:
         """Input shapes with their own prepared program (detectors: padded batch shapes)."""
         if self._fused is not None:
-            return self._fused.shapes
+            return list(self._fused.entries())
         return [tuple(s) for s in self._session.cached_shapes]
 
     def __repr__(self) -> str:

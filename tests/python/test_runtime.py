@@ -173,6 +173,7 @@ def test_fuser_errors():
     cases = [(dict(fuser=1), TypeError, "fuser must be None or a str"),
              (dict(fuser="llga"), ValueError, "one of onednn_graph, got 'llga'"),
              (dict(fuser="onednn_graph", freeze=False), ValueError, "freeze=False asks for none"),
+             (dict(fuser="onednn_graph", max_shapes=0), ValueError, "max_shapes=0 asks for none"),
              (dict(fuser="onednn_graph", device="cuda"), ValueError, "runs on the CPU")]
     for kwargs, kind, text in cases:
         with pytest.raises(kind, match=text) as e:

@@ -126,7 +126,8 @@ def _rng_restorer(state: Dict[str, Any], generators: Sequence[torch.Generator] =
         for s in saved:
             torch.Generator().set_state(s)
     except (KeyError, TypeError, ValueError, OverflowError, RuntimeError, AttributeError, IndexError) as e:
-        raise ValueError(f"the random-number state cannot be restored ({type(e).__name__}: {first_line(e)[:200]})") from None
+        raise ValueError(f"the random-number state cannot be restored ({type(e).__name__}: "
+                         f"{first_line(e)[:200]})") from None
     if generators and len(saved) != len(generators):
         raise ValueError(f"set_rng_state: the state holds {len(saved)} extra generator(s), got generators of "
                          f"length {len(generators)}")
@@ -259,7 +260,8 @@ def _read(path: str, map_location: Any = "cpu") -> Dict[str, Any]:
     try:
         state = torch.load(path, map_location=map_location)
     except Exception as e:  # noqa: BLE001  (any unpickling failure is one clear error)
-        raise ValueError(f"checkpoint {path}: not an osteonet checkpoint (cannot be unpickled: {first_line(e)})") from None
+        raise ValueError(f"checkpoint {path}: not an osteonet checkpoint (cannot be unpickled: "
+                         f"{first_line(e)})") from None
     if not isinstance(state, dict) or "osteonet_checkpoint" not in state:
         what = type(state).__name__
         raise ValueError(f"checkpoint {path}: not an osteonet checkpoint (no 'osteonet_checkpoint' key in a {what})")
