@@ -192,10 +192,11 @@ def bench_cell(name, batch, size, repeats, fuser=None):
             warnings.simplefilter("ignore", RuntimeWarning)  # the bfloat16 fall-back: its dtype is recorded
             f16 = InferenceSession(ours, x, dtype="bfloat16", fuser=fuser)
         variants[f"session_{fuser}_bf16"] = lambda: f16(x)
-    # the bfloat16 program's check when the session fell back to float32 (LibTorch's warning says it; s16.accuracy
-    # is then the float32 program's)
-    found = re.findall(r"bfloat16 differs from float32 by ([0-9.eE+-]+)", log())
-    bf16_check = float(found[-1]) if found else (s16.accuracy if s16.dtype == "bfloat16" else None)
+    # the bfloat16 programs' checks: full bfloat16's, then with float32 ends when it missed (LibTorch's warnings say
+    # them; s16.accuracy is the check of what the session runs, after a fall-back to float32 the float32 program's)
+    found = re.findall(r"bfloat16 differs from float32 by ([0-9.eE+-]+)|in float32: ([0-9.eE+-]+)", log())
+    checks = [float(a or b) for a, b in found]
+    bf16_check = s16.accuracy if s16.dtype == "bfloat16" else (checks[-1] if checks else None)
 
     base = "torchvision_eager_fp32" if "torchvision_eager_fp32" in variants else "osteonet_eager_fp32"
     cell = measure(variants, lambda out: float((out.float().softmax(1) - ref).abs().max()), repeats, base, s32, s16)
@@ -205,9 +206,22 @@ def bench_cell(name, batch, size, repeats, fuser=None):
                 k: float((fn().float().argmax(1) == ref.argmax(1)).float().mean()) for k, fn in variants.items()}
             cell["top1_fp32"] = ref.argmax(1).tolist()
     cell["session_bf16_check"] = bf16_check
+    cell["session_bf16_full_check"] = checks[0] if checks else bf16_check
+    cell["session_bf16_float32_modules"] = list(s16.float32_modules)
+    if pretrained:  # beyond the session's example: each picture alone through the batch-1 programs
+        pics = natural_images(8, size)
+        bf16_runs = {"session_bf16": s16, "torchscript_peer_bf16_cl": lambda p: peer16(
+            p.to(torch.bfloat16).contiguous(memory_format=torch.channels_last))}
+        if fuser:
+            bf16_runs[f"session_{fuser}_bf16"] = f16
+        with torch.inference_mode():
+            ref8 = ref_model(pics).softmax(1)
+            cell["max_prob_diff_per_picture"] = {
+                k: [float((run(pics[i:i + 1]).float().softmax(1) - ref8[i:i + 1]).abs().max()) for i in range(len(pics))]
+                for k, run in bf16_runs.items()} if batch == 1 else None
     if fuser:
         med = cell["median_ms"]
-        cell["fuser"] = {"name": fuser, "dtypes": {"fp32": f32.dtype, "bf16": f16.dtype},
+        cell["fuser"] = {"name": fuser, "dtypes": {"fp32": f32.dtype, "bf16": runs(f16)},
                          "accuracy_at_construction": {"fp32": f32.accuracy, "bf16": f16.accuracy},
                          "programs": {"fp32": {str(k): v for k, v in f32.programs.items()},
                                       "bf16": {str(k): v for k, v in f16.programs.items()}},
@@ -244,8 +258,13 @@ def measure(variants, error, repeats, base, s32, s16):
         if "torchscript_peer_fp32" in med else None,
         "max_prob_diff_vs_eager_fp32": acc,
         "session_accuracy_at_construction": {"fp32": s32.accuracy, "bf16": s16.accuracy},
-        "session_dtypes": {"fp32": s32.dtype, "bf16": s16.dtype},
+        "session_dtypes": {"fp32": s32.dtype, "bf16": runs(s16)},
     }
+
+
+def runs(session):
+    """What a session computes in: its dtype, with its float32 ends when it keeps them."""
+    return session.dtype + (f" ({', '.join(session.float32_modules)} float32)" if session.float32_modules else "")
 
 
 class TorchScan(torch.nn.Module):
@@ -478,18 +497,29 @@ def markdown(res):
     if real:
         lines += ["", "bfloat16 on real weights (`resnet50_imagenet`: the ImageNet ResNet-50 of osteonet.weights on "
                   "scikit-image's natural pictures, torchvision's resnet50 with v1 strides as baseline and peer): the "
-                  "session's accuracy check at construction (max |Δp| of its bfloat16 program against float32; above "
-                  "1e-2 it keeps float32) and the dtype it runs, beside the TorchScript bfloat16 peer.", "",
-                  "| batch | session bf16: check max abs Δp | session bf16 runs | peer bf16 max abs Δp | "
+                  "session's accuracy checks at construction (max |Δp| against float32 of its full bfloat16 program, "
+                  "and, where that is above 1e-2, of the program with float32 ends: stem convolution and classifier "
+                  "in float32; above 1e-2 again it keeps float32) and what it runs, beside the TorchScript bfloat16 "
+                  "peer; then each of the 8 pictures (chelsea, coffee, astronaut, rocket and their mirror images) "
+                  "alone through the batch-1 programs: the largest max |Δp| and how many pictures are within 1e-2.",
+                  "", "| batch | session bf16: check full / served | session bf16 runs | peer bf16 max abs Δp | "
                   "top-1 agreement: session bf16 / peer bf16 | median ms: session bf16 / peer bf16 |",
                   "|---|---|---|---|---|---|"]
         for c in real:
             agree, med = c["top1_agreement_vs_eager_fp32"], c["median_ms"]
-            check = c.get("session_bf16_check")
-            lines.append(f"| {c['batch']} | {'-' if check is None else f'{check:.1e}'} | "
+            check, full = c.get("session_bf16_check"), c.get("session_bf16_full_check")
+            lines.append(f"| {c['batch']} | {'-' if full is None else f'{full:.1e}'} / "
+                         f"{'-' if check is None else f'{check:.1e}'} | "
                          f"{c['session_dtypes']['bf16']} | {c['max_prob_diff_vs_eager_fp32']['torchscript_peer_bf16_cl']:.1e}"
                          f" | {agree['session_bf16']:.2f} / {agree['torchscript_peer_bf16_cl']:.2f} | "
                          f"{med['session_bf16']:.1f} / {med['torchscript_peer_bf16_cl']:.1f} |")
+        per = [c for c in real if c.get("max_prob_diff_per_picture")]
+        if per:
+            lines += ["", "| batch | bfloat16 program | largest max abs Δp over 8 pictures | pictures within 1e-2 |",
+                      "|---|---|---|---|"]
+            for c in per:
+                for k, v in c["max_prob_diff_per_picture"].items():
+                    lines.append(f"| {c['batch']} | {k} | {max(v):.1e} | {sum(d <= 1e-2 for d in v)} / {len(v)} |")
     lines += ["", "| model | batch | session/peer float32 | session/peer bfloat16 |", "|---|---|---|---|"]
     for c in res["cells"]:
         peer = c["session_vs_peer"] or {"fp32": float("nan"), "bf16": float("nan")}

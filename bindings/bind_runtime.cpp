@@ -20,7 +20,7 @@ void bind_runtime(py::module_& m) {
       .def(py::init([](const BackboneImpl& model, int64_t num_classes, const std::string& attention, int64_t in_chans,
                        const py::dict& model_options, const torch::Tensor& example, const std::string& dtype,
                        const std::string& device, bool cuda_graph, bool freeze, int64_t num_threads, int64_t warmup,
-                       int64_t max_shapes, bool features) {
+                       int64_t max_shapes, bool features, bool float32_ends) {
              osteonet::models::ModelConfig cfg;
              cfg.num_classes = num_classes;
              cfg.in_chans = in_chans;
@@ -29,13 +29,13 @@ void bind_runtime(py::module_& m) {
              py::gil_scoped_release release;  // tracing and freezing take a while
              InferenceSessionOptions o;
              o.dtype(dtype).device(device).cuda_graph(cuda_graph).freeze(freeze).num_threads(num_threads)
-                 .warmup(warmup).max_shapes(max_shapes).features(features);
+                 .warmup(warmup).max_shapes(max_shapes).features(features).float32_ends(float32_ends);
              return std::make_shared<InferenceSession>(model, cfg, example, o);
            }),
            py::arg("model"), py::arg("num_classes"), py::arg("attention"), py::arg("in_chans"), py::arg("model_options"),
            py::arg("example"), py::arg("dtype") = "float32", py::arg("device") = "cpu",
            py::arg("cuda_graph") = true, py::arg("freeze") = true, py::arg("num_threads") = 0, py::arg("warmup") = 2,
-           py::arg("max_shapes") = 8, py::arg("features") = false)
+           py::arg("max_shapes") = 8, py::arg("features") = false, py::arg("float32_ends") = false)
       .def("__call__", [](InferenceSession& s, const torch::Tensor& x) { return s.forward(x); },
            py::call_guard<py::gil_scoped_release>())
       .def("forward_eager", &InferenceSession::forward_eager, py::arg("x"), py::call_guard<py::gil_scoped_release>(),
@@ -45,6 +45,7 @@ void bind_runtime(py::module_& m) {
            "The accuracy measure of another program's float32 outputs for the example input.")
       .def_property_readonly("tolerance", &InferenceSession::tolerance)
       .def_property_readonly("dtype", &InferenceSession::dtype)
+      .def_property_readonly("float32_modules", &InferenceSession::float32_modules)
       .def_property_readonly("device", [](const InferenceSession& s) { return s.device().str(); })
       .def_property_readonly("folded", &InferenceSession::folded)
       .def_property_readonly("mode", &InferenceSession::mode)

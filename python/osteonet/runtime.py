@@ -163,13 +163,17 @@ class InferenceSession:
             frozen program of that shape (the faster serves it: ``programs``), held to the same accuracy
             check (above its tolerance the session warns and runs without the fuser). ``mode`` is then
             ``"onednn_graph"``.
+        float32_ends: bfloat16 backbone sessions: keep the stem convolution and the classifier in float32
+            from the start (``float32_modules`` names them): the input and the logits are not rounded to
+            bfloat16's 8 bits, everything between computes in bfloat16. Without it a bfloat16 session
+            keeps them only when full bfloat16 fails the accuracy check (warning).
 
     Calling the session returns float32 outputs (detectors: a list of dicts of boxes, labels and
     scores per image, as the detector's eval forward). ``accuracy`` is max |softmax(session) -
     softmax(eager float32)| (sigmoid for one logit) on the example input (with ``features=True``: max |difference| relative to
     the largest feature value; detectors: RPN objectness and box class probabilities of the same
-    proposals); a bfloat16 session
-    above 1e-2 falls back to float32 (warning).
+    proposals); a bfloat16 backbone session above 1e-2 is rebuilt with its float32 ends, and above it
+    again (detectors: at once) falls back to float32 (warnings).
 
     Raises:
         TypeError: ``model`` is not an osteonet backbone model, or an input is not a float tensor.
@@ -179,7 +183,8 @@ class InferenceSession:
 
     def __init__(self, model: Any, example_input: torch.Tensor, dtype: str = "float32", device: str = "cpu",
                  cuda_graph: bool = True, freeze: Optional[bool] = None, num_threads: Optional[int] = None,
-                 warmup: int = 2, max_shapes: int = 8, features: bool = False, fuser: Optional[str] = None) -> None:
+                 warmup: int = 2, max_shapes: int = 8, features: bool = False, fuser: Optional[str] = None,
+                 float32_ends: bool = False) -> None:
         if not isinstance(model, (OsteoModel, Detector)):
             raise TypeError("InferenceSession: model must be an osteonet backbone or detector model "
                             f"(osteonet.create_model), got {type(model).__name__}")
@@ -193,7 +198,8 @@ class InferenceSession:
                 raise TypeError(f"InferenceSession: {name} must be a str, got {type(value).__name__}")
         if freeze is None:
             freeze = not self._detector
-        for name, value in (("cuda_graph", cuda_graph), ("freeze", freeze), ("features", features)):
+        for name, value in (("cuda_graph", cuda_graph), ("freeze", freeze), ("features", features),
+                            ("float32_ends", float32_ends)):
             if not isinstance(value, bool):
                 raise TypeError(f"InferenceSession: {name} must be a bool, got {type(value).__name__}")
         for name, value in (("num_threads", 0 if num_threads is None else num_threads), ("warmup", warmup),
@@ -215,6 +221,9 @@ class InferenceSession:
             if features:
                 raise ValueError(f"InferenceSession({self.model_name}): features=True applies to backbones; "
                                  "a detector returns detections")
+            if float32_ends:
+                raise ValueError(f"InferenceSession({self.model_name}): float32_ends=True applies to backbones (stem "
+                                 "and classifier); a detector's heads run in float32 already")
             self._session = _core.DetectorSession(model._cpp, example_input, dtype, device, cuda_graph, freeze,
                                                   num_threads or 0, warmup, max_shapes)
             self._warn_fallback(dtype)
@@ -225,8 +234,8 @@ class InferenceSession:
         attention = config.pop("attention", None) or "none"
         self._session = _core.InferenceSession(model._impl, model.num_classes, attention, model.in_chans, config,
                                                example_input.detach(), dtype, device, cuda_graph, freeze,
-                                               num_threads or 0, warmup, max_shapes, features)
-        self._warn_fallback(dtype)
+                                               num_threads or 0, warmup, max_shapes, features, float32_ends)
+        self._warn_fallback(dtype, float32_ends)
         if fuser is not None:
             self._fused = _OneDnnGraphPrograms(self._session, f"InferenceSession({self.model_name})", warmup,
                                                max_shapes)
@@ -257,10 +266,16 @@ class InferenceSession:
             raise ValueError(f"{where}: needs torch 2.x, got torch {torch.__version__} (its oneDNN has no graph "
                              "API; docs/runtime.md)")
 
-    def _warn_fallback(self, dtype: str) -> None:
-        if dtype == "bfloat16" and self._session.dtype != "bfloat16":
+    def _warn_fallback(self, dtype: str, float32_ends: bool = False) -> None:
+        if dtype != "bfloat16":
+            return
+        if self._session.dtype != "bfloat16":
             warnings.warn(f"InferenceSession({self.model_name}): bfloat16 probabilities differed from float32 by "
                           "more than 1e-2 on the example input; the session runs in float32", RuntimeWarning)
+        elif self.float32_modules and not float32_ends:
+            warnings.warn(f"InferenceSession({self.model_name}): bfloat16 probabilities differed from float32 by "
+                          f"more than 1e-2 on the example input; the session keeps {', '.join(self.float32_modules)} "
+                          f"in float32 (accuracy {self._session.accuracy:.2g})", RuntimeWarning)
 
     @property
     def features(self) -> bool:
@@ -309,6 +324,12 @@ class InferenceSession:
     @property
     def dtype(self) -> str:
         return self._session.dtype
+
+    @property
+    def float32_modules(self) -> Tuple[str, ...]:
+        """Modules a bfloat16 backbone session runs in float32 (its float32 ends: the stem convolution and the
+        classifier, by qualified name); empty when it runs all in one dtype."""
+        return () if self._detector else tuple(self._session.float32_modules)
 
     @property
     def device(self) -> str:

@@ -90,6 +90,52 @@ TEST_CASE("InferenceSession bfloat16 probabilities are within 1e-2 of float32") 
   CHECK((out.softmax(1) - net->forward(x).softmax(1)).abs().max().item<double>() < 1e-2);
 }
 
+TEST_CASE("InferenceSession bfloat16 with float32 ends: every backbone's stem and classifier run in float32") {
+  for (const auto& name : osteonet::models::list_models()) {
+    CAPTURE(name);
+    for (const bool features : {false, true}) {
+      CAPTURE(features);
+      auto net = osteonet::models::create_model(name, {/*num_classes=*/4});
+      perturb(*net);
+      const int64_t s = name == "inception_v3" ? 96 : 64;
+      auto x = torch::randn({1, 3, s, s});
+      rt::InferenceSession session(
+          *net, x,
+          rt::InferenceSessionOptions().dtype("bfloat16").float32_ends(true).features(features).warmup(0)
+              .tolerance_bfloat16(5e-2));  // random weights; what matters here is where float32 runs
+      CHECK(session.dtype() == "bfloat16");
+      std::vector<std::string> ends{net->stem_path()};
+      if (!features) ends.push_back(net->head_path());
+      CHECK(session.float32_modules() == ends);
+      CHECK(session.accuracy() < 5e-2);
+      torch::NoGradGuard no_grad;
+      for (const auto& out : {session(x), session.forward_eager(x)}) {
+        CHECK((out.scalar_type() == torch::kFloat));
+        // float32 logits are not bfloat16 values (a bfloat16 classifier's are, cast to float32).
+        const bool rounded = torch::equal(out, out.to(torch::kBFloat16).to(torch::kFloat));
+        CHECK(rounded == features);
+      }
+      // The float32 stem sees the input unrounded: rounding it to bfloat16 first changes the result.
+      const auto xr = x.to(torch::kBFloat16).to(torch::kFloat);
+      CHECK_FALSE(torch::equal(session(x), session(xr)));
+    }
+  }
+}
+
+TEST_CASE("InferenceSession: bfloat16 rounds the input and the logits; float32 ends is refused in float32") {
+  auto net = osteonet::models::create_model("resnet18", {/*num_classes=*/3});
+  perturb(*net);
+  auto x = torch::randn({1, 3, 64, 64});
+  rt::InferenceSession full(*net, x, rt::InferenceSessionOptions().dtype("bfloat16").warmup(0));
+  CHECK(full.float32_modules().empty());
+  torch::NoGradGuard no_grad;
+  const auto out = full(x);
+  CHECK(torch::equal(out, out.to(torch::kBFloat16).to(torch::kFloat)));
+  CHECK(torch::equal(out, full(x.to(torch::kBFloat16).to(torch::kFloat))));
+  CHECK_THROWS_WITH_AS(rt::InferenceSession(*net, x, rt::InferenceSessionOptions().float32_ends(true)),
+                       doctest::Contains("float32_ends"), osteonet::ValueError);
+}
+
 TEST_CASE("InferenceSession errors") {
   auto net = osteonet::models::create_model("resnet18", {/*num_classes=*/3});
   auto x = torch::randn({1, 3, 64, 64});
@@ -154,6 +200,9 @@ TEST_CASE("DetectorSession float32 equals the detector's eval forward and caches
   CHECK_THROWS_AS(session({}), osteonet::ValueError);
   CHECK_THROWS_AS(session({torch::rand({3, 64, 64}, torch::kDouble)}), osteonet::TypeError);
   CHECK_THROWS_AS(rt::DetectorSession(*det, images, rt::InferenceSessionOptions().features(true)), osteonet::ValueError);
+  CHECK_THROWS_WITH_AS(
+      rt::DetectorSession(*det, images, rt::InferenceSessionOptions().dtype("bfloat16").float32_ends(true)),
+      doctest::Contains("float32_ends applies to backbones"), osteonet::ValueError);
   // The default options run backbone + FPN eagerly on the CPU (docs/runtime.md, "Detectors").
   rt::DetectorSession eager(*det, images);
   CHECK(eager.mode() == "eager");

@@ -54,6 +54,57 @@ def test_bfloat16_probabilities_within_1e_2(name):
         assert (session(x).softmax(1) - model(x).softmax(1)).abs().max() < 1e-2
 
 
+def _is_bfloat16_valued(t):
+    return torch.equal(t, t.bfloat16().float())
+
+
+@pytest.mark.parametrize("features", [False, True])
+def test_float32_ends_keep_stem_and_classifier_in_float32(features):
+    """With float32_ends the stem convolution sees the input unrounded and the classifier's logits are float32;
+    a full bfloat16 session rounds both (its outputs are bfloat16 values, the same for a pre-rounded input)."""
+    model = _model("resnet18").eval()
+    x = torch.randn(1, 3, 64, 64)
+    xr = x.bfloat16().float()
+    ends = InferenceSession(model, x, dtype="bfloat16", float32_ends=True, features=features, warmup=0)
+    full = InferenceSession(model, x, dtype="bfloat16", features=features, warmup=0)
+    assert ends.dtype == full.dtype == "bfloat16" and full.float32_modules == ()
+    assert ends.float32_modules == (("conv1",) if features else ("conv1", "fc"))
+    with torch.no_grad():
+        assert _is_bfloat16_valued(full(x)) and torch.equal(full(x), full(xr))
+        assert _is_bfloat16_valued(ends(x)) == features and not torch.equal(ends(x), ends(xr))
+        if not features:
+            assert ends.accuracy < 1e-2 and (ends(x).softmax(1) - model(x).softmax(1)).abs().max() < 1e-2
+
+
+def test_bfloat16_keeps_float32_ends_when_full_bfloat16_misses():
+    """A bias of 256 on every logit leaves the probabilities as they are, but bfloat16 logits near 256 are 2
+    apart: full bfloat16 misses 1e-2, the session keeps its stem and classifier in float32 (warning) and passes."""
+    model = _model("resnet18", num_classes=4).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        model.fc.weight.mul_(2.0 / model(x).std())  # logits a few units apart
+        model.fc.bias.fill_(256.0)
+    with pytest.warns(RuntimeWarning, match=r"differed from float32 by more than 1e-2 .* keeps conv1, fc in float32"):
+        session = InferenceSession(model, x, dtype="bfloat16", warmup=0)
+    assert session.dtype == "bfloat16" and session.float32_modules == ("conv1", "fc") and session.accuracy < 1e-2
+    with torch.no_grad():
+        assert (session(x).softmax(1) - model(x).softmax(1)).abs().max() < 1e-2
+
+
+def test_float32_ends_errors():
+    model = _model("resnet18")
+    x = torch.randn(1, 3, 64, 64)
+    with pytest.raises(TypeError, match="float32_ends must be a bool") as e:
+        InferenceSession(model, x, dtype="bfloat16", float32_ends=1)
+    _one_line(e)
+    with pytest.raises(ValueError, match="float32_ends") as e:
+        InferenceSession(model, x, float32_ends=True)
+    _one_line(e)
+    with pytest.raises(ValueError, match="float32_ends=True applies to backbones") as e:
+        InferenceSession(_detector(128), [torch.rand(3, 128, 128)], dtype="bfloat16", float32_ends=True)
+    _one_line(e)
+
+
 def test_folded_pairs_counted():
     # resnet50: stem + 3 convs x 16 blocks + 4 downsamples.
     assert InferenceSession(_model("resnet50"), torch.randn(1, 3, 64, 64), warmup=0).folded == 53

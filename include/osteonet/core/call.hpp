@@ -3,6 +3,8 @@
 // installs one when Python registers a hook on the submodule or assigns a replacement module). While
 // no override exists anywhere in the process, a call costs one atomic load and the forward is the
 // plain C++ one; with overrides, containers are walked child by child so that nested ones are found.
+// The same call sites let an inference session run chosen modules in float32 inside a bfloat16 copy
+// (Float32Modules, Float32Scope: thread-local, so no other model in the process is affected).
 #pragma once
 
 #include <torch/csrc/jit/frontend/tracer.h>
@@ -74,6 +76,70 @@ class CallOverrides {
   mutable std::shared_mutex mu_;
   std::unordered_map<const torch::nn::Module*, Entry> map_;
   std::atomic<std::size_t> count_{0};
+};
+
+/// Modules that run in float32 inside a model that computes in a lower precision: the inference
+/// session's bfloat16 program with float32 ends (its stem convolution and classifier; docs/runtime.md).
+/// While a Float32Scope holding them is active on a thread, call() runs each listed module on its
+/// input cast to float32 and casts the result back to the model's dtype, except a module listed as
+/// the model's output (the classifier: its float32 logits are the result). Containers are then walked
+/// child by child, so that nested modules are found. Each listed module counts its calls.
+class Float32Modules {
+ public:
+  explicit Float32Modules(torch::Dtype dtype) : dtype_(dtype) {}
+
+  void add(const torch::nn::Module* module, bool float32_result) {
+    OSTEONET_CHECK(module != nullptr, "Float32Modules::add: expected a module, got null");
+    entries_[module] = std::make_unique<Entry>(float32_result);
+  }
+
+  /// Calls of `module` run in float32 so far (0 for a module not listed).
+  int64_t calls(const torch::nn::Module* module) const {
+    auto it = entries_.find(module);
+    return it == entries_.end() ? 0 : it->second->calls.load(std::memory_order_relaxed);
+  }
+
+  /// `forward(x)` in float32 when `module` is listed (true), else false and `out` untouched.
+  template <typename Forward>
+  bool run(const torch::nn::Module* module, const torch::Tensor& x, Forward&& forward, torch::Tensor& out) const {
+    auto it = entries_.find(module);
+    if (it == entries_.end()) return false;
+    it->second->calls.fetch_add(1, std::memory_order_relaxed);
+    out = forward(x.to(torch::kFloat));
+    if (!it->second->float32_result) out = out.to(dtype_);
+    return true;
+  }
+
+ private:
+  struct Entry {
+    explicit Entry(bool f) : float32_result(f) {}
+    bool float32_result;
+    std::atomic<int64_t> calls{0};
+  };
+  torch::Dtype dtype_;
+  std::unordered_map<const torch::nn::Module*, std::unique_ptr<Entry>> entries_;
+};
+
+namespace detail_call {
+/// The Float32Modules active on this thread (null outside a Float32Scope).
+inline const Float32Modules*& active_float32() {
+  thread_local const Float32Modules* active = nullptr;
+  return active;
+}
+}  // namespace detail_call
+
+/// Makes `modules` (may be null: no effect) the active Float32Modules of this thread for its lifetime.
+class Float32Scope {
+ public:
+  explicit Float32Scope(const Float32Modules* modules) : previous_(detail_call::active_float32()) {
+    detail_call::active_float32() = modules;
+  }
+  ~Float32Scope() { detail_call::active_float32() = previous_; }
+  Float32Scope(const Float32Scope&) = delete;
+  Float32Scope& operator=(const Float32Scope&) = delete;
+
+ private:
+  const Float32Modules* previous_;
 };
 
 /// True when Python has taken over `module`'s calls.
@@ -177,6 +243,15 @@ torch::Tensor call(M& child, const torch::Tensor& x, bool* python = nullptr) {
     // Containers run child by child, so that overrides inside them are found.
     if (auto* seq = dynamic_cast<torch::nn::SequentialImpl*>(m)) return run_sequential(*seq, x, python);
   }
+  if (const auto* f32 = detail_call::active_float32()) {
+    torch::nn::Module* m = detail_call::raw(child);
+    torch::Tensor out;
+    if (f32->run(m, x, [&](const torch::Tensor& in) { return detail_call::impl(child).forward(in); }, out)) {
+      if (python) *python = false;
+      return out;
+    }
+    if (auto* seq = dynamic_cast<torch::nn::SequentialImpl*>(m)) return run_sequential(*seq, x, python);
+  }
   if (python) *python = false;
   return detail_call::impl(child).forward(x);
 }
@@ -188,6 +263,15 @@ inline torch::Tensor call(torch::nn::AnyModule& child, const torch::Tensor& x, b
     if (auto fn = overrides.find(m.get())) {
       if (python) *python = true;
       return detail_call::single((*fn)({x}), *m);
+    }
+    if (auto* seq = dynamic_cast<torch::nn::SequentialImpl*>(m.get())) return run_sequential(*seq, x, python);
+  }
+  if (const auto* f32 = detail_call::active_float32()) {
+    auto m = child.ptr();
+    torch::Tensor out;
+    if (f32->run(m.get(), x, [&](const torch::Tensor& in) { return child.forward(in); }, out)) {
+      if (python) *python = false;
+      return out;
     }
     if (auto* seq = dynamic_cast<torch::nn::SequentialImpl*>(m.get())) return run_sequential(*seq, x, python);
   }

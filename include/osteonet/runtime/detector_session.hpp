@@ -49,6 +49,9 @@ class DetectorSession : public SessionBase {
       : SessionBase("DetectorSession", model.name(), std::move(options)) {
     OSTEONET_CHECK(!options_.features(), where(),
                    ": features=true applies to backbones; a detector returns detections");
+    OSTEONET_CHECK(!options_.float32_ends(), where(),
+                   ": float32_ends applies to backbones (stem and classifier); a detector's heads run in float32 ",
+                   "already, got float32_ends=true");
     check_images(example, "example");
     torch::NoGradGuard no_grad;
     // The reference: the float32 eager copy's head probabilities on the example, with its proposals.
@@ -57,8 +60,8 @@ class DetectorSession : public SessionBase {
     const auto maps = ref->backbone->forward(list.tensors);
     const auto proposals = ref->rpn->forward(list, maps).first;
     const auto expected = head_probabilities(*ref, maps, proposals, list.image_sizes);
-    build([&](bool bf16, bool fold) { return prepare(copy_model(model), bf16, fold); },
-          [&] { return measure(list, proposals, expected); }, "probabilities");
+    build([&](bool bf16, bool, bool fold) { return prepare(copy_model(model), bf16, fold); },
+          [&] { return measure(list, proposals, expected); }, "probabilities", /*ends=*/false);
   }
 
   /// Detections per image (boxes x1, y1, x2, y2 in the input image's pixels, labels, scores), as the

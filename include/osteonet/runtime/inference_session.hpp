@@ -7,11 +7,14 @@
 #include <torch/torch.h>
 
 #include <memory>
+#include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "osteonet/backbones/backbone.hpp"
 #include "osteonet/backbones/registry.hpp"
+#include "osteonet/core/call.hpp"
 #include "osteonet/core/error.hpp"
 #include "osteonet/runtime/fold_batchnorm.hpp"
 #include "osteonet/runtime/session_base.hpp"
@@ -32,9 +35,10 @@ namespace osteonet::runtime {
 /// Outputs are float32 whatever the session dtype. Accuracy is measured at construction: max
 /// |softmax(session) - softmax(eager float32)| over the example input (`accuracy()`; sigmoid for one
 /// logit; max |difference| relative to the largest reference value for outputs that are not
-/// logits, e.g. features(true)); a bfloat16
-/// session above tolerance_bfloat16 falls back to float32 (warning); a float32 session above
-/// tolerance_float32 falls back to the unfolded eager copy (warning).
+/// logits, e.g. features(true)); a bfloat16 session above tolerance_bfloat16 is rebuilt with its
+/// float32 ends (the stem convolution and the classifier in float32, everything between in bfloat16:
+/// core::Float32Modules; at once with float32_ends(true)), and above it again falls back to float32
+/// (warnings); a float32 session above tolerance_float32 falls back to the unfolded eager copy (warning).
 class InferenceSession : public SessionBase {
  public:
   /// `config`: the ModelConfig `model` was created with (models::create_model); the session builds
@@ -88,6 +92,7 @@ class InferenceSession : public SessionBase {
   /// traces it for its oneDNN Graph programs, docs/runtime.md).
   torch::Tensor forward_eager(const torch::Tensor& x) {
     torch::NoGradGuard no_grad;
+    core::Float32Scope scope(float32_.get());
     return net_->forward(session_input(x)).to(torch::kFloat);
   }
 
@@ -103,8 +108,16 @@ class InferenceSession : public SessionBase {
     const auto x32 = example.to(device_, torch::kFloat);
     ref->check_input(x32);
     expected_ = ref->forward(x32).to(torch::kFloat);
-    build([&](bool bf16, bool fold) { return prepare(copy_model(model, torch::kFloat), bf16, fold); },
-          [&] { return accuracy_of(forward(x32)); }, "output");
+    build([&](bool bf16, bool ends, bool fold) { return prepare(copy_model(model, torch::kFloat), bf16, ends, fold); },
+          [&] {
+            const double accuracy = accuracy_of(forward(x32));
+            for (const auto& [path, module] : float32_ends_)  // each end must be a call site core::call sees
+              if (float32_->calls(module) == 0)
+                throw std::runtime_error(c10::str(where(), ": '", path, "' is not called through core::call, so it ",
+                                                  "cannot run in float32; use float32_ends=false or dtype=\"float32\""));
+            return accuracy;
+          },
+          "output", /*ends=*/true);
   }
 
   /// An eval-mode copy of `model` in `dtype` on the session's device, without gradients: a new
@@ -124,21 +137,40 @@ class InferenceSession : public SessionBase {
     return net;
   }
 
-  /// Folds (optionally) and converts `net` to the session dtype; a new program cache. Returns the
-  /// folded pairs.
-  int64_t prepare(std::shared_ptr<backbones::BackboneImpl> net, bool bf16, bool fold) {
+  /// Folds (optionally) and converts `net` to the session dtype, its stem convolution and classifier
+  /// kept in float32 when `ends` (bfloat16); a new program cache. Returns the folded pairs.
+  int64_t prepare(std::shared_ptr<backbones::BackboneImpl> net, bool bf16, bool ends, bool fold) {
     torch::NoGradGuard no_grad;
     const int64_t folded = fold ? fold_batchnorm(net->module()) : 0;
     dtype_ = bf16 ? torch::kBFloat16 : torch::kFloat;
+    float32_.reset();
+    float32_ends_.clear();
     if (bf16) {
       net->module().to(torch::kBFloat16);
+      if (ends) {
+        float32_ = std::make_shared<core::Float32Modules>(torch::kBFloat16);
+        const auto modules = net->module().named_modules();
+        for (const auto& [path, result] : {std::pair{net->stem_path(), false}, std::pair{net->head_path(), true}}) {
+          if (path.empty()) continue;  // no classifier (features(true), num_classes 0)
+          const auto* m = modules.find(path);
+          if (m == nullptr) throw std::runtime_error(c10::str(where(), ": no module '", path, "' to keep in float32"));
+          (*m)->to(torch::kFloat);
+          float32_->add(m->get(), /*float32_result=*/result);
+          float32_ends_.emplace_back(path, m->get());
+          float32_modules_.push_back(path);
+        }
+      }
       // Channels-last weights: oneDNN's bfloat16 (AMX) convolutions on the CPU, tensor cores on CUDA.
       for (auto& p : net->module().parameters())
         if (p.dim() == 4) p.set_data(p.contiguous(torch::MemoryFormat::ChannelsLast));
     }
     net_ = std::move(net);
     auto model = net_;
-    set_program([model](const torch::Tensor& x) { return std::vector<torch::Tensor>{model->forward(x)}; });
+    auto float32 = float32_;  // the program's casts are traced into frozen programs and CUDA graphs
+    set_program([model, float32](const torch::Tensor& x) {
+      core::Float32Scope scope(float32.get());
+      return std::vector<torch::Tensor>{model->forward(x)};
+    });
     return folded;
   }
 
@@ -147,7 +179,7 @@ class InferenceSession : public SessionBase {
     OSTEONET_CHECK_TYPE(x.defined(), where(), ": expected an input tensor, got an undefined tensor");
     OSTEONET_CHECK_TYPE(x.scalar_type() == torch::kFloat || x.scalar_type() == dtype_, where(),
                         ": expected a float32 input", bf16_ ? " (or bfloat16)" : "", ", got dtype=", x.dtype());
-    auto in = x.to(device_, dtype_);
+    auto in = x.to(device_, float32_ ? torch::kFloat : dtype_);  // a float32 stem takes float32
     net_->check_input(in);
     return bf16_ ? in.contiguous(torch::MemoryFormat::ChannelsLast) : in;
   }
@@ -156,6 +188,8 @@ class InferenceSession : public SessionBase {
   torch::Tensor expected_;  // eager float32 outputs for the example input
   torch::Dtype dtype_ = torch::kFloat;
   std::shared_ptr<backbones::BackboneImpl> net_;
+  std::shared_ptr<core::Float32Modules> float32_;  // the float32 ends, or null
+  std::vector<std::pair<std::string, const torch::nn::Module*>> float32_ends_;
 };
 
 }  // namespace osteonet::runtime

@@ -73,8 +73,13 @@ struct InferenceSessionOptions {
   TORCH_ARG(int64_t, max_shapes) = 8;
   /// Largest accepted max |softmax(session) - softmax(eager float32)| on the example input, float32.
   TORCH_ARG(double, tolerance_float32) = 1e-4;
-  /// The same for bfloat16; above it the session falls back to float32 with a warning.
+  /// The same for bfloat16; above it a backbone's session first keeps its float32 ends (below), then
+  /// falls back to float32, with a warning each time.
   TORCH_ARG(double, tolerance_bfloat16) = 1e-2;
+  /// bfloat16 backbone sessions: keep the stem convolution and the classifier in float32 from the start
+  /// (the input and the logits are not rounded to bfloat16's 8 bits; everything between computes in
+  /// bfloat16). Without it they are kept only when full bfloat16 fails the accuracy check.
+  TORCH_ARG(bool, float32_ends) = false;
   /// Run the model without its classifier: the session returns what the model's num_classes = 0
   /// form returns (pooled features; ovf_resnet34: the 32-d slice embedding that seed 002's
   /// aggregators take). The accuracy check is then relative to the largest feature value.
@@ -89,6 +94,9 @@ class SessionBase {
   double accuracy() const { return accuracy_; }
   /// The dtype the prepared model computes in ("float32" or "bfloat16").
   std::string dtype() const { return bf16_ ? "bfloat16" : "float32"; }
+  /// Qualified names of the modules a bfloat16 session runs in float32 (its float32 ends: stem
+  /// convolution, classifier); empty when it runs all in one dtype.
+  const std::vector<std::string>& float32_modules() const { return float32_modules_; }
   torch::Device device() const { return device_; }
   /// Conv+BN pairs folded in the session's copy.
   int64_t folded() const { return folded_; }
@@ -111,6 +119,9 @@ class SessionBase {
                    options_.max_shapes());
     OSTEONET_CHECK(options_.num_threads() >= 0, w, ": num_threads must be >= 0, got num_threads=",
                    options_.num_threads());
+    OSTEONET_CHECK(!options_.float32_ends() || options_.dtype() != "float32", w,
+                   ": float32_ends keeps a bfloat16 session's stem and classifier in float32; a float32 session has ",
+                   "no other dtype, got dtype=\"float32\" with float32_ends=true");
     device_ = parse_device(options_.device(), w);
     if (options_.num_threads() > 0) at::set_num_threads(static_cast<int>(options_.num_threads()));
   }
@@ -125,34 +136,51 @@ class SessionBase {
     return buf;
   }
 
-  /// prepare(bf16, fold) -> folded pairs; measure() -> accuracy against eager float32 on the example
-  /// (it builds the example shape's program). bfloat16 above tolerance_bfloat16 is rebuilt in
-  /// float32, float32 above tolerance_float32 (a folding problem) as the unfolded copy run eagerly,
-  /// each with a warning naming `output` (what the accuracy compares).
-  void build(const std::function<int64_t(bool, bool)>& prepare, const std::function<double()>& measure,
-             const std::string& output) {
+  /// prepare(bf16, float32_ends, fold) -> folded pairs (and float32_modules_ set); measure() -> accuracy
+  /// against eager float32 on the example (it builds the example shape's program). bfloat16 above
+  /// tolerance_bfloat16 is rebuilt with float32 ends where `ends` (backbones), then in float32; float32
+  /// above tolerance_float32 (a folding problem) as the unfolded copy run eagerly; each with a warning
+  /// naming `output` (what the accuracy compares).
+  void build(const std::function<int64_t(bool, bool, bool)>& prepare, const std::function<double()>& measure,
+             const std::string& output, bool ends) {
     const bool bf16 = options_.dtype() == "bfloat16" ||
                       (options_.dtype() == "auto" && (device_.is_cuda() || cpu_has_bf16()));
-    auto step = [&](bool b, bool fold) {
+    auto step = [&](bool b, bool e, bool fold) {
       bf16_ = b;
-      folded_ = prepare(b, fold);
+      float32_modules_.clear();
+      folded_ = prepare(b, e, fold);
       accuracy_ = measure();
     };
-    step(bf16, true);
+    step(bf16, bf16 && ends && options_.float32_ends(), true);
     // Numbers in these warnings are formatted with snprintf, not an ostream: on the H100 image (pip's
     // torch 2.11, CUDA 13) streaming a double here crashed the process (docs/runtime.md, GPU).
+    if (bf16 && ends && float32_modules_.empty() && accuracy_ > options_.tolerance_bfloat16()) {
+      const double full = accuracy_;
+      step(true, true, true);
+      TORCH_WARN(where(), ": bfloat16 differs from float32 by ", number(full), " in the ", output, " (> tolerance ",
+                 number(options_.tolerance_bfloat16()), "); with ", join(float32_modules_), " in float32: ",
+                 number(accuracy_));
+    }
     if (bf16 && accuracy_ > options_.tolerance_bfloat16()) {
       TORCH_WARN(where(), ": bfloat16 differs from float32 by ", number(accuracy_), " in the ", output,
                  " (> tolerance ", number(options_.tolerance_bfloat16()), "); using float32");
-      step(false, true);
+      step(false, false, true);
     }
     if (!bf16_ && accuracy_ > options_.tolerance_float32()) {
       TORCH_WARN(where(), ": the folded float32 copy differs from eager by ", number(accuracy_), " in the ", output,
                  " (> tolerance ", number(options_.tolerance_float32()), "); running the unfolded copy eagerly");
       options_.freeze(false);
       options_.cuda_graph(false);
-      step(false, false);
+      step(false, false, false);
     }
+  }
+
+  /// "a, b and c".
+  static std::string join(const std::vector<std::string>& names) {
+    std::string s;
+    for (size_t i = 0; i < names.size(); ++i)
+      s += (i == 0 ? "" : i + 1 == names.size() ? " and " : ", ") + names[i];
+    return s;
   }
 
   /// A new program cache for `fn` with the session's options.
@@ -186,6 +214,7 @@ class SessionBase {
   bool bf16_ = false;
   int64_t folded_ = 0;
   double accuracy_ = 0.0;
+  std::vector<std::string> float32_modules_;
   std::unique_ptr<ProgramCache> programs_;
 };
 
