@@ -353,8 +353,9 @@ class InferenceSession:
         return [tuple(s) for s in self._session.cached_shapes]
 
     def __repr__(self) -> str:
-        return (f"InferenceSession({self.model_name}, dtype={self.dtype}, device={self.device}, mode={self.mode}, "
-                f"accuracy={self.accuracy:.2e})")
+        ends = f", float32_modules={self.float32_modules}" if self.float32_modules else ""
+        return (f"InferenceSession({self.model_name}, dtype={self.dtype}{ends}, device={self.device}, "
+                f"mode={self.mode}, accuracy={self.accuracy:.2e})")
 
 
 class ScanSession:
@@ -376,7 +377,7 @@ class ScanSession:
         example_slices: T x 3 x H x W preprocessed slices; they prepare the first length and the
             accuracy check.
         lengths: the padded lengths, ascending positive ints.
-        dtype, device, cuda_graph, freeze, num_threads, warmup: as :class:`InferenceSession`.
+        dtype, device, cuda_graph, freeze, num_threads, warmup, float32_ends: as :class:`InferenceSession`.
 
     Calling it with T x 3 x H x W slices returns the scan probability (a 1-element float32 tensor).
     ``session`` is the encoder's :class:`InferenceSession` (its ``accuracy``, ``dtype`` and
@@ -386,7 +387,7 @@ class ScanSession:
     def __init__(self, encoder: Any, aggregator: Any, example_slices: torch.Tensor,
                  lengths: Sequence[int] = (8, 16, 32, 64), dtype: str = "float32", device: str = "cpu",
                  cuda_graph: bool = True, freeze: bool = True, num_threads: Optional[int] = None,
-                 warmup: int = 2) -> None:
+                 warmup: int = 2, float32_ends: bool = False) -> None:
         from .sequence import Aggregator, SliceEncoder
 
         if not isinstance(encoder, SliceEncoder):
@@ -406,7 +407,8 @@ class ScanSession:
         example = self._check(example_slices)
         self.session = InferenceSession(encoder, self._pad(example[:lengths[-1]])[0], dtype=dtype, device=device,
                                          cuda_graph=cuda_graph, freeze=freeze, num_threads=num_threads,
-                                         warmup=warmup, max_shapes=len(lengths), features=self._features)
+                                         warmup=warmup, max_shapes=len(lengths), features=self._features,
+                                         float32_ends=float32_ends)
         # A copy on the session's device (the caller's aggregator is left as it is): the encoder's outputs
         # come back on that device.
         self.aggregator = copy.deepcopy(aggregator).eval().to(self.session.device)

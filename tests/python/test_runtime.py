@@ -547,6 +547,21 @@ def test_scan_session_padding_equals_eager(agg_name):
     assert sorted(scan.session.cached_shapes) == [(4, 3, 64, 64), (8, 3, 64, 64)]
 
 
+def test_scan_session_float32_ends():
+    """ScanSession passes float32_ends to its encoder's session: with the LSTM (features) only the stem is kept."""
+    from osteonet import sequence as seq
+    from osteonet.runtime import ScanSession
+
+    torch.manual_seed(0)
+    enc, agg = seq.create_slice_encoder().eval(), seq.create_aggregator("lstm").eval()
+    x = torch.randn(5, 3, 64, 64)
+    scan = ScanSession(enc, agg, x, lengths=[8], dtype="bfloat16", float32_ends=True, warmup=0)
+    assert scan.session.dtype == "bfloat16" and scan.session.float32_modules == ("backbone.conv1",)
+    assert "float32_modules=('backbone.conv1',)" in repr(scan.session)
+    with torch.no_grad():
+        assert (scan(x) - agg(enc.features(x)[None])).abs().max() < 1e-2
+
+
 def test_scan_session_errors():
     from osteonet import sequence as seq
     from osteonet.runtime import ScanSession
