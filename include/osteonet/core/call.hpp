@@ -13,6 +13,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <unordered_map>
@@ -88,15 +89,18 @@ class Float32Modules {
  public:
   explicit Float32Modules(torch::Dtype dtype) : dtype_(dtype) {}
 
-  void add(const torch::nn::Module* module, bool float32_result) {
+  /// Lists `module` (`name`: its qualified name, for messages).
+  void add(const torch::nn::Module* module, std::string name, bool float32_result) {
     OSTEONET_CHECK(module != nullptr, "Float32Modules::add: expected a module, got null");
-    entries_[module] = std::make_unique<Entry>(float32_result);
+    entries_[module] = std::make_unique<Entry>(std::move(name), float32_result);
   }
 
-  /// Calls of `module` run in float32 so far (0 for a module not listed).
-  int64_t calls(const torch::nn::Module* module) const {
-    auto it = entries_.find(module);
-    return it == entries_.end() ? 0 : it->second->calls.load(std::memory_order_relaxed);
+  /// Names of the listed modules that no call() has run yet.
+  std::vector<std::string> uncalled() const {
+    std::vector<std::string> names;
+    for (const auto& kv : entries_)
+      if (kv.second->calls.load(std::memory_order_relaxed) == 0) names.push_back(kv.second->name);
+    return names;
   }
 
   /// `forward(x)` in float32 when `module` is listed (true), else false and `out` untouched.
@@ -112,7 +116,8 @@ class Float32Modules {
 
  private:
   struct Entry {
-    explicit Entry(bool f) : float32_result(f) {}
+    Entry(std::string n, bool f) : name(std::move(n)), float32_result(f) {}
+    std::string name;
     bool float32_result;
     std::atomic<int64_t> calls{0};
   };
@@ -228,52 +233,50 @@ inline torch::Tensor run_sequential(torch::nn::SequentialImpl& seq, torch::Tenso
   return x;
 }
 
+namespace detail_call {
+
+/// True when call() may run something other than the child's own forward (an override exists in the
+/// process, or a Float32Scope is active on this thread): the fast path's one test.
+inline bool intercepting() { return !CallOverrides::instance().empty() || active_float32() != nullptr; }
+
+/// What call() runs in place of `m`'s own `forward`, if anything: Python's override of `m`; `m` in
+/// float32 (the active Float32Scope lists it); or, for a container, its children one by one through
+/// call(), so that either is found inside it.
+template <typename Forward>
+std::optional<torch::Tensor> intercept(torch::nn::Module* m, const torch::Tensor& x, Forward&& forward, bool* python) {
+  if (auto fn = CallOverrides::instance().find(m)) {
+    if (python) *python = true;
+    return single((*fn)({x}), *m);
+  }
+  torch::Tensor out;
+  if (const auto* f32 = active_float32(); f32 != nullptr && f32->run(m, x, forward, out)) {
+    if (python) *python = false;
+    return out;
+  }
+  if (auto* seq = dynamic_cast<torch::nn::SequentialImpl*>(m)) return run_sequential(*seq, x, python);
+  return std::nullopt;
+}
+
+}  // namespace detail_call
+
 /// `child(x)`, or what Python runs in its place. `*python` (if given) is set when Python ran: its
 /// result may be held by a hook, so the caller must not modify it in place. `child` is a
 /// ModuleHolder (torch::nn::Conv2d, ...) or a module reference (`*list[i]->as<T>()`).
 template <typename M>
 torch::Tensor call(M& child, const torch::Tensor& x, bool* python = nullptr) {
-  auto& overrides = CallOverrides::instance();
-  if (!overrides.empty()) {
-    torch::nn::Module* m = detail_call::raw(child);
-    if (auto fn = overrides.find(m)) {
-      if (python) *python = true;
-      return detail_call::single((*fn)({x}), *m);
-    }
-    // Containers run child by child, so that overrides inside them are found.
-    if (auto* seq = dynamic_cast<torch::nn::SequentialImpl*>(m)) return run_sequential(*seq, x, python);
-  }
-  if (const auto* f32 = detail_call::active_float32()) {
-    torch::nn::Module* m = detail_call::raw(child);
-    torch::Tensor out;
-    if (f32->run(m, x, [&](const torch::Tensor& in) { return detail_call::impl(child).forward(in); }, out)) {
-      if (python) *python = false;
-      return out;
-    }
-    if (auto* seq = dynamic_cast<torch::nn::SequentialImpl*>(m)) return run_sequential(*seq, x, python);
+  auto& impl = detail_call::impl(child);
+  if (detail_call::intercepting()) {
+    auto forward = [&impl](const torch::Tensor& in) { return impl.forward(in); };
+    if (auto out = detail_call::intercept(detail_call::raw(child), x, forward, python)) return std::move(*out);
   }
   if (python) *python = false;
-  return detail_call::impl(child).forward(x);
+  return impl.forward(x);
 }
 
 inline torch::Tensor call(torch::nn::AnyModule& child, const torch::Tensor& x, bool* python) {
-  auto& overrides = CallOverrides::instance();
-  if (!overrides.empty()) {
-    auto m = child.ptr();
-    if (auto fn = overrides.find(m.get())) {
-      if (python) *python = true;
-      return detail_call::single((*fn)({x}), *m);
-    }
-    if (auto* seq = dynamic_cast<torch::nn::SequentialImpl*>(m.get())) return run_sequential(*seq, x, python);
-  }
-  if (const auto* f32 = detail_call::active_float32()) {
-    auto m = child.ptr();
-    torch::Tensor out;
-    if (f32->run(m.get(), x, [&](const torch::Tensor& in) { return child.forward(in); }, out)) {
-      if (python) *python = false;
-      return out;
-    }
-    if (auto* seq = dynamic_cast<torch::nn::SequentialImpl*>(m.get())) return run_sequential(*seq, x, python);
+  if (detail_call::intercepting()) {
+    auto forward = [&child](const torch::Tensor& in) { return child.forward(in); };
+    if (auto out = detail_call::intercept(child.ptr().get(), x, forward, python)) return std::move(*out);
   }
   if (python) *python = false;
   return child.forward(x);

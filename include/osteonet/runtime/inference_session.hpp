@@ -111,10 +111,11 @@ class InferenceSession : public SessionBase {
     build([&](bool bf16, bool ends, bool fold) { return prepare(copy_model(model, torch::kFloat), bf16, ends, fold); },
           [&] {
             const double accuracy = accuracy_of(forward(x32));
-            for (const auto& [path, module] : float32_ends_)  // each end must be a call site core::call sees
-              if (float32_->calls(module) == 0)
-                throw std::runtime_error(c10::str(where(), ": '", path, "' is not called through core::call, so it ",
-                                                  "cannot run in float32; use float32_ends=false or dtype=\"float32\""));
+            const auto missed = float32_ ? float32_->uncalled() : std::vector<std::string>{};
+            if (!missed.empty())  // each end must be a call site that core::call sees
+              throw std::runtime_error(c10::str(where(), ": '", missed.front(), "' is not called through core::call, ",
+                                                "so it cannot run in float32; use float32_ends=false or ",
+                                                "dtype=\"float32\""));
             return accuracy;
           },
           "output", /*ends=*/true);
@@ -144,7 +145,6 @@ class InferenceSession : public SessionBase {
     const int64_t folded = fold ? fold_batchnorm(net->module()) : 0;
     dtype_ = bf16 ? torch::kBFloat16 : torch::kFloat;
     float32_.reset();
-    float32_ends_.clear();
     if (bf16) {
       net->module().to(torch::kBFloat16);
       if (ends) {
@@ -155,8 +155,7 @@ class InferenceSession : public SessionBase {
           const auto* m = modules.find(path);
           if (m == nullptr) throw std::runtime_error(c10::str(where(), ": no module '", path, "' to keep in float32"));
           (*m)->to(torch::kFloat);
-          float32_->add(m->get(), /*float32_result=*/result);
-          float32_ends_.emplace_back(path, m->get());
+          float32_->add(m->get(), path, /*float32_result=*/result);
           float32_modules_.push_back(path);
         }
       }
@@ -189,7 +188,6 @@ class InferenceSession : public SessionBase {
   torch::Dtype dtype_ = torch::kFloat;
   std::shared_ptr<backbones::BackboneImpl> net_;
   std::shared_ptr<core::Float32Modules> float32_;  // the float32 ends, or null
-  std::vector<std::pair<std::string, const torch::nn::Module*>> float32_ends_;
 };
 
 }  // namespace osteonet::runtime
