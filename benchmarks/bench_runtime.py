@@ -127,6 +127,11 @@ def natural_images(batch, size):
     return torch.stack([pics[i % len(pics)] for i in range(batch)])
 
 
+def peer_bf16_input(x):
+    """The input as the TorchScript bfloat16 programs take it: bfloat16, channels-last."""
+    return x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+
+
 def torchvision_v1(state):
     """torchvision's resnet50 with ResNet v1 strides (stride on conv1 of each stage's first block)."""
     tv = torchvision.models.resnet50(weights=None)
@@ -148,7 +153,7 @@ def bench_cell(name, batch, size, repeats, fuser=None):
         ours = osteonet.create_model(name).eval()
         perturb_(ours)
         x = torch.randn(batch, 3, size, size)
-    xb = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    xb = peer_bf16_input(x)
     variants = {}
     if pretrained:
         tv = torchvision_v1(ours.state_dict()).eval()
@@ -208,17 +213,16 @@ def bench_cell(name, batch, size, repeats, fuser=None):
     cell["session_bf16_check"] = bf16_check
     cell["session_bf16_full_check"] = checks[0] if checks else bf16_check
     cell["session_bf16_float32_modules"] = list(s16.float32_modules)
-    if pretrained:  # beyond the session's example: each picture alone through the batch-1 programs
+    if pretrained and batch == 1:  # beyond the session's example: each picture alone through the batch-1 programs
         pics = natural_images(8, size)
-        bf16_runs = {"session_bf16": s16, "torchscript_peer_bf16_cl": lambda p: peer16(
-            p.to(torch.bfloat16).contiguous(memory_format=torch.channels_last))}
+        bf16_runs = {"session_bf16": s16, "torchscript_peer_bf16_cl": lambda p: peer16(peer_bf16_input(p))}
         if fuser:
             bf16_runs[f"session_{fuser}_bf16"] = f16
         with torch.inference_mode():
             ref8 = ref_model(pics).softmax(1)
             cell["max_prob_diff_per_picture"] = {
                 k: [float((run(pics[i:i + 1]).float().softmax(1) - ref8[i:i + 1]).abs().max()) for i in range(len(pics))]
-                for k, run in bf16_runs.items()} if batch == 1 else None
+                for k, run in bf16_runs.items()}
     if fuser:
         med = cell["median_ms"]
         cell["fuser"] = {"name": fuser, "dtypes": {"fp32": f32.dtype, "bf16": runs(f16)},
@@ -313,7 +317,7 @@ def bench_scan(slices, size, repeats):
     perturb_(enc)
     agg = seq.create_aggregator("lstm").eval()
     x = torch.randn(slices, 3, size, size)
-    xb = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    xb = peer_bf16_input(x)
 
     torch_scan = lambda bf16: scan_reference(enc, agg, bf16)  # noqa: E731
     ref_model = torch_scan(False)
@@ -389,7 +393,7 @@ def frozen_backbone_detector(tv, images, bf16):
 
         def forward(self, x):
             if bf16:
-                x = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+                x = peer_bf16_input(x)
             return tuple(v.float().contiguous() for v in self.body(x).values())
 
     program = freeze(Maps().eval(), batch)
